@@ -1,0 +1,48 @@
+# Two commands on a fresh clone: `make run` (serve the demo feed) and `make test`.
+# Everything is bootstrapped from the committed uv.lock: uv itself (into .tools/
+# when it is not on PATH) and the locked environment (.venv/).
+
+UV_VERSION := 0.13.8
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+SYNC := --locked --all-packages --all-groups
+export UV_PYTHON_DOWNLOADS := never
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: run test lint typecheck docs docs-serve bench ci sync clean
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
+
+sync: | $(UV)
+	$(UV) sync $(SYNC)
+
+## Serve the stream on ws://127.0.0.1:8000/ws/quotes (demo feed unless QUOTES_REDIS_URL/--redis-url is set).
+run: sync
+	$(UV) run $(SYNC) quotes-server $(ARGS)
+
+## Run the whole test suite (needs redis-server on PATH; tests start private instances).
+test: sync
+	$(UV) run $(SYNC) pytest $(ARGS)
+
+lint: sync
+	$(UV) run $(SYNC) ruff check .
+	$(UV) run $(SYNC) ruff format --check .
+
+typecheck: sync
+	$(UV) run $(SYNC) mypy
+
+docs: sync
+	$(UV) run $(SYNC) mkdocs build --strict
+
+docs-serve: sync
+	$(UV) run $(SYNC) mkdocs serve
+
+bench: sync
+	$(UV) run $(SYNC) python scripts/benchmark/ws_latency_benchmark.py $(ARGS)
+
+ci:
+	bash .ci/run
+
+clean:
+	rm -rf .venv .tools site .mypy_cache .ruff_cache .pytest_cache
