@@ -1,0 +1,64 @@
+"""
+quotes-core: the pure heart of the quote stream.
+
+Schema and canonical encoding (:mod:`quotes_core.schema`), ticker filters
+(:mod:`quotes_core.tickers`), the sans-I/O fan-out hub (:mod:`quotes_core.hub`),
+reconnect backoff (:mod:`quotes_core.backoff`) and typed errors
+(:mod:`quotes_core.errors`). Standard library and pydantic only: no network, no
+event loop.
+"""
+
+from quotes_core.backoff import Backoff, backoff
+from quotes_core.errors import (
+    ClientError,
+    InvalidQuote,
+    InvalidQuoteReason,
+    InvalidTickers,
+    QuotesError,
+    UpstreamError,
+)
+from quotes_core.hub import DEFAULT_BOUND, Hub, Mode, Subscription
+from quotes_core.schema import (
+    MAX_QUOTE_BYTES,
+    ParsedQuote,
+    Quote,
+    encode_quote,
+    format_timestamp,
+    parse_quote,
+)
+from quotes_core.tickers import (
+    MAX_FILTER_TICKERS,
+    MAX_TICKER_LENGTH,
+    TickerFilter,
+    is_valid_ticker,
+    normalize_ticker,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BOUND",
+    "MAX_FILTER_TICKERS",
+    "MAX_QUOTE_BYTES",
+    "MAX_TICKER_LENGTH",
+    "Backoff",
+    "ClientError",
+    "Hub",
+    "InvalidQuote",
+    "InvalidQuoteReason",
+    "InvalidTickers",
+    "Mode",
+    "ParsedQuote",
+    "Quote",
+    "QuotesError",
+    "Subscription",
+    "TickerFilter",
+    "UpstreamError",
+    "__version__",
+    "backoff",
+    "encode_quote",
+    "format_timestamp",
+    "is_valid_ticker",
+    "normalize_ticker",
+    "parse_quote",
+]
