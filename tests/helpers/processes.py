@@ -1,0 +1,214 @@
+"""
+Real processes for tests: a private ``redis-server`` and a server under test.
+
+Both listen on a free loopback port, are waited for by polling a readiness
+condition with a deadline (never a fixed sleep) and are stopped by the PID we
+started. Nothing here touches the shared Redis on 6379.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REDIS_INSTALL_HINT = (
+    "redis-server is not on PATH; the tests start private Redis instances. "
+    "Install it with `apt-get install redis-server` (Debian/Ubuntu) "
+    "or `brew install redis` (macOS)."
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class TestSetupError(RuntimeError):
+    """A test dependency could not be started; the message says how to fix it."""
+
+    __test__ = False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    condition: Callable[[], bool], *, timeout: float = 15.0, interval: float = 0.02, what: str = ""
+) -> None:
+    """Poll ``condition`` until it is true; raise ``TimeoutError`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port (no persistence)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise TestSetupError(REDIS_INSTALL_HINT)
+        self.binary = binary
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="quotes-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self) -> RedisServer:
+        argv = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--daemonize", "no",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._ready, timeout=10, what=f"redis-server on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise TestSetupError(f"redis-server exited with {self.proc.returncode}")
+        return self.ping()
+
+    def stop(self) -> None:
+        """Kill the server abruptly (SIGKILL by PID), as a crash would."""
+        if self.proc is not None:
+            _stop(self.proc, signal.SIGKILL)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def publish(self, channel: str, message: bytes | str) -> int:
+        """``PUBLISH`` over a raw RESP connection; returns the receiver count."""
+        data = message.encode() if isinstance(message, str) else message
+        chan = channel.encode()
+        cmd = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+            len(chan),
+            chan,
+            len(data),
+            data,
+        )
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(cmd)
+            reply = s.recv(64)
+        if not reply.startswith(b":"):
+            raise RuntimeError(f"PUBLISH failed: {reply!r}")
+        return int(reply[1:].split(b"\r\n", 1)[0])
+
+
+class ServerProcess:
+    """
+    A server under test in its own process, on a free loopback port.
+
+    ``argv`` is run with ``{port}`` replaced; readiness is ``GET health_path``
+    answering 200.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        health_path: str = "/health",
+        log_path: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.argv = [a.replace("{port}", str(self.port)) for a in argv]
+        self.env = {**os.environ, **(env or {})}
+        self.health_path = health_path
+        self.log_path = log_path or Path(
+            tempfile.mkstemp(prefix="quotes-server-", suffix=".log")[1]
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        wait_until(self._ready, timeout=timeout, what=f"{self.argv[:4]} on port {self.port}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise TestSetupError(
+                f"server exited with {self.proc.returncode}; log:\n{self.log()[-4000:]}"
+            )
+        try:
+            with urllib.request.urlopen(self.http_url + self.health_path, timeout=1) as r:
+                return bool(r.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Stop the process by PID; return its exit code."""
+        if self.proc is None:
+            return None
+        _stop(self.proc, sig, timeout)
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv that runs ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
