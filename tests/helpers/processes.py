@@ -123,6 +123,29 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def command(self, *args: bytes | str) -> bytes:
+        """Send one command over a raw RESP connection; return the raw reply."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(_resp(*args))
+            return s.recv(65536)
+
+    def publish_many(self, channel: str, messages: Sequence[bytes | str]) -> None:
+        """``PUBLISH`` every message, pipelined over one connection, in order."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+            for i in range(0, len(messages), 1000):
+                chunk = messages[i : i + 1000]
+                s.sendall(b"".join(_resp("PUBLISH", channel, m) for m in chunk))
+                need, got = len(chunk), 0
+                buf = b""
+                while got < need:
+                    data = s.recv(65536)
+                    if not data:
+                        raise RuntimeError("redis closed the connection during PUBLISH")
+                    buf += data
+                    got = buf.count(b"\r\n")
+                if not all(line.startswith(b":") for line in buf.split(b"\r\n")[:-1]):
+                    raise RuntimeError(f"PUBLISH failed: {buf[:200]!r}")
+
     def publish(self, channel: str, message: bytes | str) -> int:
         """``PUBLISH`` over a raw RESP connection; returns the receiver count."""
         data = message.encode() if isinstance(message, str) else message
@@ -139,6 +162,14 @@ class RedisServer:
         if not reply.startswith(b":"):
             raise RuntimeError(f"PUBLISH failed: {reply!r}")
         return int(reply[1:].split(b"\r\n", 1)[0])
+
+
+def _resp(*args: bytes | str) -> bytes:
+    parts = [a.encode() if isinstance(a, str) else a for a in args]
+    out = [b"*%d\r\n" % len(parts)]
+    for p in parts:
+        out.append(b"$%d\r\n%s\r\n" % (len(p), p))
+    return b"".join(out)
 
 
 class ServerProcess:
@@ -195,6 +226,26 @@ class ServerProcess:
                 return bool(r.status == 200)
         except (OSError, urllib.error.URLError):
             return False
+
+    def get(self, path: str) -> tuple[int, str]:
+        """``GET path``; return the status and body (errors included)."""
+        try:
+            with urllib.request.urlopen(self.http_url + path, timeout=5) as r:
+                return int(r.status), r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Poll ``/ready`` until it answers 200 (the upstream is subscribed)."""
+        wait_until(lambda: self.get("/ready")[0] == 200, timeout=timeout, what="/ready = 200")
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """One sample of ``/metrics`` (``labels`` as written there, e.g. ``reason="json"``)."""
+        key = f"{name}{{{labels}}}" if labels else name
+        for line in self.get("/metrics")[1].splitlines():
+            if line.startswith(key + " "):
+                return float(line.split()[-1])
+        raise KeyError(key)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -1,11 +1,122 @@
-"""The ``quotes-server`` command (the server itself lands with the server issue)."""
+"""
+``quotes-server``: run the WebSocket server.
 
+Every option is also an environment variable (``--redis-url`` is
+``QUOTES_REDIS_URL``, and so on); options given here are exported as those
+variables before uvicorn starts, so all worker processes share one configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
 import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from uvicorn.config import LOGGING_CONFIG
+
+from quotes_server import __version__
+from quotes_server.settings import Settings
+
+__all__ = ["build_parser", "main"]
+
+# option -> (environment variable, help); every one maps 1:1 to a Settings field
+_OPTIONS: dict[str, tuple[str, str]] = {
+    "host": ("QUOTES_HOST", "interface to listen on (default 127.0.0.1)"),
+    "port": ("QUOTES_PORT", "TCP port (default 8000)"),
+    "redis_url": ("QUOTES_REDIS_URL", "Redis URL to subscribe to; omit for the built-in demo feed"),
+    "channel": ("QUOTES_CHANNEL", "Redis Pub/Sub channel (default quotes.realtime)"),
+    "cors_origins": (
+        "QUOTES_CORS_ORIGINS",
+        "comma-separated browser origins allowed to connect, or * (default *)",
+    ),
+    "workers": ("QUOTES_WORKERS", "worker processes (default 1; needs --redis-url when > 1)"),
+    "log_level": ("QUOTES_LOG_LEVEL", "critical|error|warning|info|debug|trace (default info)"),
+    "grace_period": (
+        "QUOTES_GRACE_PERIOD",
+        "seconds Redis may be unreachable before clients are closed with 1011 (default 5)",
+    ),
+    "slow_client_timeout": (
+        "QUOTES_SLOW_CLIENT_TIMEOUT",
+        "seconds without progress before a slow client is closed with 1013 (default 30)",
+    ),
+    "buffer_size": (
+        "QUOTES_BUFFER_SIZE",
+        "quotes buffered per client before conflation (default 1000)",
+    ),
+    "ws_max_size": ("QUOTES_WS_MAX_SIZE", "largest client frame in bytes (default 65536)"),
+    "ws_per_message_deflate": (
+        "QUOTES_WS_PER_MESSAGE_DEFLATE",
+        "offer per-message-deflate: true|false (default false)",
+    ),
+    "demo_rate": ("QUOTES_DEMO_RATE", "demo feed quotes per second (default 200)"),
+    "demo_tickers": ("QUOTES_DEMO_TICKERS", "demo feed symbols (default 300)"),
+}
 
 
-def main() -> None:
-    """Say that the server is not there yet."""
-    sys.exit("quotes-server: not implemented yet (see the server issue)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quotes-server",
+        description="Serve real-time quotes over WebSockets at /ws/quotes, /ws, /v1/ws/quotes "
+        "and /v1/ws. Every option is also a QUOTES_* environment variable.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for name, (env, help_text) in _OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{help_text} [{env}]")
+    return parser
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["quotes_server"] = {
+        "handlers": ["default"],
+        "level": level.upper() if level != "trace" else "DEBUG",
+        "propagate": False,
+    }
+    return config
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse options, validate settings and run uvicorn."""
+    args = build_parser().parse_args(argv)
+    for name, (env, _) in _OPTIONS.items():
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[env] = value
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        sys.exit(f"quotes-server: invalid settings: {errors}")
+    if settings.demo and settings.workers > 1:
+        sys.exit(
+            "quotes-server: the demo feed runs once per process, so several workers would "
+            "stream different prices; give --redis-url (or QUOTES_REDIS_URL) or use --workers 1"
+        )
+    logging.getLogger("quotes_server").setLevel(logging.INFO)
+    uvicorn.run(
+        "quotes_server.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        ws="quotes_server.protocol:QuotesWebSocketProtocol",
+        ws_max_size=settings.ws_max_size,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
+        ws_per_message_deflate=settings.ws_per_message_deflate,
+        lifespan="on",
+        log_level=settings.log_level,
+        log_config=_log_config(settings.log_level),
+        timeout_graceful_shutdown=max(1, int(settings.close_timeout) + 1),
+    )
 
 
 if __name__ == "__main__":

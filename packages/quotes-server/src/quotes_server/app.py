@@ -1,0 +1,212 @@
+"""
+The FastAPI application: four identical WebSocket endpoints, health, readiness
+and metrics. Build it with :func:`create_app` (also the uvicorn factory).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from quotes_core import ClientError, InvalidTickers, Mode, TickerFilter
+from quotes_server import __version__
+from quotes_server.connection import Connection
+from quotes_server.metrics import Metrics
+from quotes_server.protocol import CLOSE_TIMEOUT_STATE_KEY
+from quotes_server.runtime import Runtime
+from quotes_server.settings import Settings
+from quotes_server.sources import QuoteSource
+from quotes_server.sources.demo import DemoSource
+from quotes_server.sources.redis import RedisSource
+
+__all__ = ["WS_PATHS", "create_app", "make_source"]
+
+log = logging.getLogger("quotes_server")
+
+# the *_created series double the size of /metrics and say nothing useful here
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+WS_PATHS = ("/ws/quotes", "/ws", "/v1/ws/quotes", "/v1/ws")
+"""The WebSocket endpoints; all four behave identically."""
+
+HEALTH = {"status": "ok", "version": __version__, "repository": "opa-quotes-api"}
+
+
+def make_source(settings: Settings) -> QuoteSource:
+    """The Redis source when a URL is configured, else the demo feed."""
+    if settings.redis_url is None:
+        return DemoSource(rate=settings.demo_rate, tickers=settings.demo_tickers)
+    return RedisSource(
+        settings.redis_url,
+        settings.channel,
+        grace_period=settings.grace_period,
+        timeout=settings.redis_timeout,
+        ping_interval=settings.redis_ping_interval,
+        pong_timeout=settings.redis_pong_timeout,
+    )
+
+
+class QuotesEndpoint:
+    """
+    The ASGI app behind every WebSocket path: handshake checks, then a
+    :class:`~quotes_server.connection.Connection` until the socket closes.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def _deny(self, ws: WebSocket, status: int, reason: str, outcome: str) -> None:
+        self.runtime.metrics.handshakes.labels(outcome).inc()
+        headers = {"Retry-After": str(self.runtime.settings.retry_after)} if status == 503 else None
+        log.info("handshake from %s rejected with %d: %s", _remote(ws), status, reason)
+        await ws.send_denial_response(PlainTextResponse(reason + "\n", status, headers=headers))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        ws = WebSocket(scope, receive, send)
+        runtime = self.runtime
+        settings = runtime.settings
+        origin = ws.headers.get("origin")
+        if not settings.origin_allowed(origin):
+            await self._deny(ws, 403, f"Origin {origin!r} is not allowed", "origin_forbidden")
+            return
+        params = ws.query_params
+        try:
+            if len(params.getlist("tickers")) > 1:
+                raise InvalidTickers("give tickers once, as a comma-separated list")
+            ticker_filter = TickerFilter.parse(params.get("tickers"))
+            mode = _mode(params.get("mode"))
+        except ClientError as exc:
+            await self._deny(ws, 400, str(exc), "bad_request")
+            return
+        if not runtime.source.state.accepting:
+            await self._deny(
+                ws,
+                503,
+                f"Upstream quote source unavailable ({runtime.source.state.value}); retry later",
+                "upstream_unavailable",
+            )
+            return
+
+        # subscribe before accepting: everything published once the client has seen
+        # the 101 response reaches it
+        sub = runtime.hub.subscribe(ticker_filter, mode=mode)
+        conn = Connection(
+            runtime, sub, send, receive, client_id=runtime.next_client_id(), remote=_remote(ws)
+        )
+        runtime.add(conn)
+        code: int | None = None
+        try:
+            await ws.accept()
+            runtime.metrics.handshakes.labels("accepted").inc()
+            log.info(
+                "client %s connected from %s path=%s tickers=%s mode=%s",
+                conn.client_id,
+                conn.remote,
+                scope["path"],
+                ticker_filter,
+                mode.value,
+            )
+            code = await conn.serve()
+        finally:
+            runtime.remove(conn)
+            runtime.metrics.disconnects.labels(str(code)).inc()
+            log.info(
+                "client %s disconnected code=%s reason=%r sent=%d conflated=%d",
+                conn.client_id,
+                code,
+                conn.close_reason,
+                conn.sent,
+                sub.conflated,
+            )
+
+
+def _mode(raw: str | None) -> Mode:
+    if raw is None or raw == "":
+        return Mode.FIFO
+    try:
+        return Mode(raw.lower())
+    except ValueError:
+        raise ClientError(
+            f"invalid mode {raw[:20]!r}: expected one of {', '.join(m.value for m in Mode)}"
+        ) from None
+
+
+def _remote(ws: WebSocket) -> str:
+    client = ws.client
+    return f"{client.host}:{client.port}" if client else "?"
+
+
+def create_app(settings: Settings | None = None, source: QuoteSource | None = None) -> FastAPI:
+    """
+    Build the application.
+
+    Args:
+        settings: defaults to :class:`Settings` read from the environment.
+        source: defaults to :func:`make_source` of the settings.
+    """
+    settings = settings or Settings()
+    source = source or make_source(settings)
+    metrics = Metrics()
+    runtime = Runtime(settings, source, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        log.info("effective cors_origins: %s", settings.cors_origins)
+        if settings.demo:
+            log.warning(
+                "no Redis URL configured: serving the built-in DEMO feed "
+                "(%d synthetic quotes/s over %d symbols); set --redis-url or QUOTES_REDIS_URL "
+                "to stream real quotes from channel %r",
+                settings.demo_rate,
+                settings.demo_tickers,
+                settings.channel,
+            )
+        else:
+            log.info("subscribing to Redis channel %r", settings.channel)
+        await runtime.start()
+        yield {CLOSE_TIMEOUT_STATE_KEY: settings.close_timeout}
+        await runtime.stop()
+
+    app = FastAPI(
+        title="quotes-server",
+        version=__version__,
+        summary="Real-time quotes over WebSockets",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    endpoint = QuotesEndpoint(runtime)
+    for path in WS_PATHS:
+        app.router.routes.append(WebSocketRoute(path, endpoint))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return HEALTH
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: 200 while new WebSocket handshakes are accepted, else 503."""
+        state = runtime.source.state
+        body = {
+            "status": "ready" if state.accepting else "unavailable",
+            "source": runtime.source.name,
+            "upstream": state.value,
+            "connections": len(runtime.connections),
+            "subscriptions": len(runtime.hub),
+        }
+        return JSONResponse(body, status_code=200 if state.accepting else 503)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

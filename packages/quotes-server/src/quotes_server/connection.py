@@ -1,0 +1,201 @@
+"""
+One WebSocket client: its hub subscription, its writer task and its lifecycle.
+
+The hub never waits for a socket. When it reports that a subscription went from
+empty to non-empty, the runtime sets that connection's event; the writer task
+wakes, drains the subscription and writes the frames, then sleeps again. A slow
+client only ever delays its own writer; its backlog stays in the hub, bounded by
+the core's FIFO-then-conflation buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from quotes_core import Subscription
+
+if TYPE_CHECKING:
+    from quotes_server.runtime import Runtime
+
+__all__ = ["CloseCode", "Connection"]
+
+log = logging.getLogger("quotes_server.connection")
+
+Send = Any  # the ASGI send callable
+Receive = Any  # the ASGI receive callable
+
+
+class CloseCode:
+    """WebSocket close codes the server uses (see the docs' close-code table)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+
+
+_TS_KEY = '"timestamp":"'
+
+
+def _latency(payload: str, now: float) -> float | None:
+    """Seconds from the quote's own timestamp to ``now`` (canonical payloads only)."""
+    i = payload.find(_TS_KEY)
+    if i < 0:
+        return None
+    i += len(_TS_KEY)
+    try:
+        return now - datetime.fromisoformat(payload[i : i + 27]).timestamp()
+    except ValueError:
+        return None
+
+
+class Connection:
+    """
+    A connected client. Created after ``accept``; :meth:`serve` runs until the
+    connection ends and cleans up on every path.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        sub: Subscription,
+        send: Send,
+        receive: Receive,
+        *,
+        client_id: str,
+        remote: str,
+    ) -> None:
+        self.runtime = runtime
+        self.sub = sub
+        self.client_id = client_id
+        self.remote = remote
+        self._send = send
+        self._receive = receive
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self.sent = 0
+        """Frames handed to the socket."""
+        self.close_code: int | None = None
+        """The code we closed with, if we closed first."""
+        self.close_reason = ""
+        self._busy = False
+        self._seen_sent = 0
+        self._stall_start: float | None = None
+        self._conflated_seen = 0
+
+    def wake(self) -> None:
+        """The hub has new pending quotes for this connection."""
+        self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection from the server side (idempotent)."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        self.close_reason = reason
+        if self._writer is not None:
+            self._writer.cancel()
+        self._closing = asyncio.get_running_loop().create_task(self._send_close(code, reason))
+
+    async def _send_close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(OSError, RuntimeError):  # already gone
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """
+        True when the connection has had quotes to write and has sent nothing for
+        ``timeout`` seconds. Called by the runtime's watchdog.
+        """
+        pending = self._busy or self.sub.pending > 0
+        if self.sent != self._seen_sent or not pending:
+            self._seen_sent = self.sent
+            self._stall_start = None
+            return False
+        if self._stall_start is None:
+            self._stall_start = now
+        return now - self._stall_start >= timeout
+
+    async def serve(self) -> int | None:
+        """
+        Run the writer and read client frames until the connection ends.
+
+        Returns:
+            The close code: ours if we closed first, else the peer's.
+        """
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        peer_code: int | None = None
+        try:
+            while True:
+                message = await self._receive()
+                kind = message["type"]
+                if kind == "websocket.disconnect":
+                    peer_code = message.get("code")
+                    break
+                if kind == "websocket.receive":
+                    self._client_message(message)
+        finally:
+            writer = self._writer
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            if self._closing is not None:
+                await asyncio.gather(self._closing, return_exceptions=True)
+            self._account_conflated()
+        return self.close_code if self.close_code is not None else peer_code
+
+    def _client_message(self, message: dict[str, Any]) -> None:
+        # The contract needs nothing from clients; their messages are read (so pings
+        # and closes keep working) and ignored. Oversized frames never get here:
+        # uvicorn closes those with 1009.
+        text = message.get("text")
+        if text is not None and not text.lstrip().startswith(("{", "[", '"')) and text.strip():
+            self.runtime.client_log(
+                logging.INFO,
+                "client %s sent a non-JSON message (ignored): %s",
+                self.client_id,
+                text[:100],
+            )
+
+    def _account_conflated(self) -> None:
+        delta = self.sub.conflated - self._conflated_seen
+        if delta:
+            self._conflated_seen = self.sub.conflated
+            self.runtime.metrics.hot.conflated += delta
+
+    async def _write_loop(self) -> None:
+        hub = self.runtime.hub
+        hot = self.runtime.metrics.hot
+        latency = self.runtime.metrics.latency
+        sub = self.sub
+        send = self._send
+        wake = self._wake
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                batch = hub.drain(sub)
+                while batch:
+                    self._busy = True
+                    for payload in batch:
+                        await send({"type": "websocket.send", "text": payload})
+                        self.sent += 1
+                    self._busy = False
+                    hot.forwarded += len(batch)
+                    lag = _latency(batch[-1], time.time())
+                    if lag is not None:
+                        latency.observe(max(lag, 0.0))
+                    if sub.conflated != self._conflated_seen:
+                        self._account_conflated()
+                    batch = hub.drain(sub)
+        except OSError:
+            return  # the client went away; the reader sees the disconnect
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("client %s: send failed", self.client_id)
+            self.close(CloseCode.INTERNAL_ERROR, "Internal server error")

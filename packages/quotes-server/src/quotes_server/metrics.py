@@ -1,0 +1,125 @@
+"""
+Prometheus metrics of one server process (``GET /metrics``).
+
+With ``--workers N`` every worker has its own registry: ``/metrics`` answers for
+the worker that served the request (scrape each instance, or run one worker per
+container).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from quotes_server.sources import SourceState
+
+__all__ = ["HotCounters", "Metrics"]
+
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+@dataclass
+class HotCounters:
+    """
+    Counters bumped on the hot path (per message, per write batch).
+
+    Plain integers, read by a collector at scrape time: no lock, no label lookup
+    per quote.
+    """
+
+    received: int = 0
+    forwarded: int = 0
+    conflated: int = 0
+
+
+class _HotCollector(Collector):
+    def __init__(self, hot: HotCounters) -> None:
+        self.hot = hot
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "quotes_upstream_messages",
+            "Messages received from the upstream source.",
+            value=self.hot.received,
+        )
+        yield CounterMetricFamily(
+            "quotes_forwarded", "Quote frames sent to WebSocket clients.", value=self.hot.forwarded
+        )
+        yield CounterMetricFamily(
+            "quotes_conflated",
+            "Quotes not sent because a newer quote of the same ticker replaced them "
+            "while a client was behind.",
+            value=self.hot.conflated,
+        )
+
+
+class Metrics:
+    """The server's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.hot = HotCounters()
+        r.register(_HotCollector(self.hot))
+        self.connections = Gauge("quotes_ws_connections", "Open WebSocket connections.", registry=r)
+        self.handshakes = Counter(
+            "quotes_ws_handshakes",
+            "WebSocket handshakes by outcome: accepted, bad_request (400), "
+            "origin_forbidden (403), upstream_unavailable (503).",
+            ["outcome"],
+            registry=r,
+        )
+        self.disconnects = Counter(
+            "quotes_ws_disconnects",
+            "Closed WebSocket connections by close code.",
+            ["code"],
+            registry=r,
+        )
+        self.invalid = Counter(
+            "quotes_upstream_invalid",
+            "Upstream messages dropped as invalid, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.slow_closes = Counter(
+            "quotes_slow_consumer_closes",
+            "Clients closed with 1013 for making no progress.",
+            registry=r,
+        )
+        self.upstream_state = Gauge(
+            "quotes_upstream_state",
+            "1 for the upstream source's current state, 0 for the others.",
+            ["state"],
+            registry=r,
+        )
+        self.upstream_up = Gauge(
+            "quotes_upstream_up", "1 while new handshakes are accepted, else 0.", registry=r
+        )
+        self.upstream_reconnects = Counter(
+            "quotes_upstream_reconnects",
+            "Successful re-subscriptions to the upstream after a failure.",
+            registry=r,
+        )
+        self.latency = Histogram(
+            "quotes_delivery_latency_seconds",
+            "Quote timestamp to the moment its frame was handed to the socket; "
+            "sampled once per write batch (the batch's newest quote).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        for outcome in ("accepted", "bad_request", "origin_forbidden", "upstream_unavailable"):
+            self.handshakes.labels(outcome)
+        for reason in ("json", "encoding", "schema", "ticker", "non_finite", "too_large"):
+            self.invalid.labels(reason)
+        self.set_state(SourceState.CONNECTING)
+
+    def set_state(self, state: SourceState) -> None:
+        """Record the upstream source's state."""
+        for s in SourceState:
+            self.upstream_state.labels(s.value).set(1 if s is state else 0)
+        self.upstream_up.set(1 if state.accepting else 0)

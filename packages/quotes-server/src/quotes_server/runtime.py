@@ -1,0 +1,145 @@
+"""
+The server's running state: one source, one hub, the open connections.
+
+Upstream messages arrive through :meth:`Runtime.on_message` (the source's sink):
+each is parsed, validated and encoded once by quotes-core, published to the hub,
+and the writers of the subscriptions that became non-empty are woken. No write to
+any client happens here, so a slow client can never hold up the upstream reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+
+from quotes_core import Hub, InvalidQuote, Subscription, parse_quote
+from quotes_server.connection import CloseCode, Connection
+from quotes_server.logs import RateLimitedLog, truncate
+from quotes_server.metrics import Metrics
+from quotes_server.settings import Settings
+from quotes_server.sources import QuoteSource, SourceState
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("quotes_server")
+
+
+class Runtime:
+    """
+    Owns the hub, the source task, the connections and the slow-client watchdog.
+    """
+
+    def __init__(self, settings: Settings, source: QuoteSource, metrics: Metrics) -> None:
+        self.settings = settings
+        self.source = source
+        self.metrics = metrics
+        self.hub = Hub(bound=settings.buffer_size)
+        self.connections: dict[Subscription, Connection] = {}
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._invalid_log = RateLimitedLog(logging.getLogger("quotes_server.upstream"))
+        self.client_log = RateLimitedLog(logging.getLogger("quotes_server.connection"))
+        self._reconnects_seen = 0
+
+    # --- the source's sink -------------------------------------------------------------------
+
+    def on_message(self, raw: bytes) -> None:
+        """Validate one upstream message and fan it out (called by the source)."""
+        self.metrics.hot.received += 1
+        try:
+            quote, payload = parse_quote(raw)
+        except InvalidQuote as exc:
+            self.metrics.invalid.labels(exc.reason).inc()
+            self._invalid_log(
+                logging.WARNING,
+                "dropped invalid upstream message (%s: %s): %s",
+                exc.reason,
+                exc.detail,
+                truncate(raw),
+            )
+            return
+        connections = self.connections
+        for sub in self.hub.publish(quote, payload):
+            connections[sub].wake()
+
+    def on_state(self, state: SourceState) -> None:
+        """Track the source's state; past the grace period close everyone with 1011."""
+        self.metrics.set_state(state)
+        reconnects = getattr(self.source, "reconnects", 0)
+        if reconnects > self._reconnects_seen:
+            self.metrics.upstream_reconnects.inc(reconnects - self._reconnects_seen)
+            self._reconnects_seen = reconnects
+        if state is SourceState.DOWN and self.connections:
+            log.error(
+                "upstream down past the %.1fs grace period: closing %d client(s) with 1011",
+                self.settings.grace_period,
+                len(self.connections),
+            )
+            self.close_all(CloseCode.INTERNAL_ERROR, "Internal server error")
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def next_client_id(self) -> str:
+        return f"c{next(self._ids)}"
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.sub] = conn
+        self.metrics.connections.inc()
+
+    def remove(self, conn: Connection) -> None:
+        if self.connections.pop(conn.sub, None) is not None:
+            self.metrics.connections.dec()
+        self.hub.unsubscribe(conn.sub)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in list(self.connections.values()):
+            conn.close(code, reason)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run_source(), name="quotes-source"),
+            loop.create_task(self._watchdog(), name="quotes-watchdog"),
+        ]
+
+    async def stop(self) -> None:
+        self.close_all(CloseCode.GOING_AWAY, "Server shutting down")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _run_source(self) -> None:
+        while True:
+            try:
+                await self.source.run(self)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in a source must not kill the process's stream
+                log.exception("quote source %s crashed; restarting it", self.source.name)
+                await asyncio.sleep(1.0)
+
+    async def _watchdog(self) -> None:
+        timeout = self.settings.slow_client_timeout
+        interval = min(1.0, timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections.values()):
+                if conn.close_code is None and conn.stalled(now, timeout):
+                    log.warning(
+                        "client %s made no progress for %.1fs with %d quote(s) pending: "
+                        "closing with 1013",
+                        conn.client_id,
+                        timeout,
+                        conn.sub.pending,
+                    )
+                    self.metrics.slow_closes.inc()
+                    conn.close(CloseCode.TRY_AGAIN_LATER, "Slow consumer")

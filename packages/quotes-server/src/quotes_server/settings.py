@@ -1,0 +1,103 @@
+"""
+Server settings, from ``QUOTES_*`` environment variables (and the command line).
+
+The command line sets the same environment variables before uvicorn starts, so
+every worker process reads one consistent configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+
+class Settings(BaseSettings):
+    """
+    Every setting of ``quotes-server``; each is also the environment variable
+    ``QUOTES_<NAME>`` (e.g. ``QUOTES_REDIS_URL``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="QUOTES_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    """Interface to listen on."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port to listen on."""
+    workers: int = Field(1, ge=1)
+    """Worker processes; each has its own Redis subscription and its own /metrics."""
+    log_level: LogLevel = "info"
+    """Log level of the server and uvicorn."""
+
+    redis_url: str | None = None
+    """Redis to subscribe to; unset runs the built-in demo feed instead."""
+    channel: str = Field("quotes.realtime", min_length=1)
+    """Redis Pub/Sub channel the upstream streamer publishes on."""
+    grace_period: float = Field(5.0, ge=0)
+    """Seconds Redis may stay unreachable before clients are closed with 1011."""
+    redis_timeout: float = Field(3.0, gt=0)
+    """Connect and command timeout for Redis, in seconds."""
+    redis_ping_interval: float = Field(5.0, gt=0)
+    """Seconds of silence on the subscription before we PING Redis."""
+    redis_pong_timeout: float = Field(3.0, gt=0)
+    """Seconds to wait for the PONG before the subscription counts as dead."""
+    retry_after: int = Field(5, ge=1)
+    """``Retry-After`` seconds sent with 503 handshake rejections."""
+
+    cors_origins: Annotated[list[str], NoDecode] = ["*"]
+    """Browser origins allowed to connect (``scheme://host[:port]``); ``*`` allows all.
+    Requests without an ``Origin`` header (non-browser clients) are always allowed."""
+
+    buffer_size: int = Field(1000, ge=1)
+    """Quotes buffered losslessly per client before conflation starts."""
+    slow_client_timeout: float = Field(30.0, gt=0)
+    """Seconds a client with pending quotes may make no progress before it is closed (1013)."""
+    close_timeout: float = Field(10.0, gt=0)
+    """Seconds to wait for a client to answer our close frame before dropping the socket."""
+
+    ws_max_size: int = Field(64 * 1024, ge=125)
+    """Largest client frame in bytes; larger ones close the connection with 1009."""
+    ws_ping_interval: float | None = 20.0
+    """Seconds between WebSocket keepalive pings (unset disables them)."""
+    ws_ping_timeout: float | None = 20.0
+    """Seconds to wait for a keepalive pong."""
+    ws_per_message_deflate: bool = False
+    """Offer per-message-deflate compression (costs CPU per client)."""
+
+    demo_rate: float = Field(200.0, gt=0)
+    """Quotes per second of the built-in demo feed."""
+    demo_tickers: int = Field(300, ge=1)
+    """How many symbols the demo feed quotes."""
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def demo(self) -> bool:
+        """True when no Redis URL is configured and the demo feed runs."""
+        return self.redis_url is None
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """
+        Tell whether a handshake's ``Origin`` header passes ``cors_origins``.
+
+        No header (a non-browser client) is allowed; otherwise an exact
+        ``scheme://host[:port]`` match, or ``*`` in the list.
+        """
+        if origin is None:
+            return True
+        return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins

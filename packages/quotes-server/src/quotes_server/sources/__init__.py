@@ -1,0 +1,65 @@
+"""
+Where quotes come from: the Redis subscription or the built-in demo feed.
+
+A source pushes raw upstream messages (bytes, unparsed) and its state changes into
+a :class:`Sink`; the server parses, validates and fans them out. Both sources
+implement :class:`QuoteSource`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Protocol
+
+__all__ = ["QuoteSource", "Sink", "SourceState"]
+
+
+class SourceState(StrEnum):
+    """
+    Upstream state, as the Redis state machine defines it::
+
+        CONNECTING --SUBSCRIBE confirmed--> UP --failure--> RECONNECTING --grace over--> DOWN
+             |                               ^                   |                        |
+             +--------first failure----------|-------------------+------------------------+
+                                             +-------- SUBSCRIBE confirmed again ---------+
+    """
+
+    CONNECTING = "connecting"
+    """Before the first successful SUBSCRIBE: handshakes get 503."""
+    UP = "up"
+    """Subscribed and healthy."""
+    RECONNECTING = "reconnecting"
+    """Lost, within the grace period: clients stay connected, handshakes accepted."""
+    DOWN = "down"
+    """Lost past the grace period: clients closed with 1011, handshakes get 503."""
+
+    @property
+    def accepting(self) -> bool:
+        """True when new WebSocket handshakes are accepted."""
+        return self in (SourceState.UP, SourceState.RECONNECTING)
+
+
+class Sink(Protocol):
+    """What a source feeds: raw messages and state changes."""
+
+    def on_message(self, raw: bytes) -> None:
+        """One raw upstream message (not yet validated)."""
+
+    def on_state(self, state: SourceState) -> None:
+        """The source moved to ``state``."""
+
+
+class QuoteSource(Protocol):
+    """A producer of raw quote messages."""
+
+    name: str
+    """Short name for logs and metrics (``redis`` or ``demo``)."""
+
+    @property
+    def state(self) -> SourceState:
+        """The current state."""
+        ...
+
+    async def run(self, sink: Sink) -> None:
+        """Feed ``sink`` until cancelled; never returns on its own."""
+        ...

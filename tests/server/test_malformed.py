@@ -1,0 +1,55 @@
+"""Malformed upstream messages are dropped, counted and logged; nobody is disconnected."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers.processes import RedisServer
+from tests.helpers.ws import collect_until, open_ws
+from tests.server.conftest import CHANNEL, StartServer, quote_bytes
+
+pytestmark = pytest.mark.anyio
+
+GOOD = json.loads(quote_bytes("AAPL"))
+
+BAD: list[tuple[bytes, str]] = [
+    (b"not json at all", "json"),
+    (b'{"ticker": "AAPL", "close": ', "json"),
+    (b"\xff\xfe\xfa garbage", "encoding"),
+    (b"x" * 100_000, "too_large"),
+    (b"[1, 2, 3]", "schema"),
+    (json.dumps({**GOOD, "volume": "1000"}).encode(), "schema"),
+    (json.dumps({**GOOD, "volume": True}).encode(), "schema"),
+    (json.dumps({**GOOD, "close": "150.9"}).encode(), "schema"),
+    (json.dumps({**GOOD, "timestamp": "2026-02-12T10:30:00"}).encode(), "schema"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "open"}).encode(), "schema"),
+    (json.dumps({**GOOD, "ticker": "AAPL;DROP"}).encode(), "ticker"),
+    (json.dumps({**GOOD, "close": float("nan")}).encode(), "non_finite"),
+    (json.dumps({**GOOD, "high": float("inf")}).encode(), "non_finite"),
+]
+
+
+async def test_malformed_payloads_never_reach_or_close_clients(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """Every kind of bad payload is dropped and counted while a healthy client keeps going."""
+    server = start_server(redis_server)
+    messages: list[bytes] = []
+    for i, (bad, _reason) in enumerate(BAD):
+        messages += [quote_bytes("AAPL", i), bad]
+    messages.append(quote_bytes("AAPL", 999))
+    async with open_ws(f"{server.ws_url}/ws/quotes") as ws:
+        redis_server.publish_many(CHANNEL, messages)
+        got = await collect_until(ws, lambda q: q["volume"] == 999)
+    assert [q["volume"] for q in got] == [*range(len(BAD)), 999]
+    reasons: dict[str, int] = {}
+    for _, reason in BAD:
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, n in reasons.items():
+        assert server.metric("quotes_upstream_invalid_total", f'reason="{reason}"') == n, reason
+    assert server.metric("quotes_upstream_messages_total") == len(messages)
+    log = server.log()
+    assert "dropped invalid upstream message (json" in log
+    assert "x" * 1000 not in log  # payloads are truncated in logs
