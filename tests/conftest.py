@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.helpers.processes import RedisServer, ServerProcess, TestSetupError
+from tests.helpers.server import StartServer, server_factory
 
 
 @pytest.fixture
@@ -45,3 +46,16 @@ def server_process() -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def start_server() -> Iterator[StartServer]:
+    """
+    Factory: run ``python -m quotes_server`` on a free port with ``QUOTES_*`` settings.
+
+    ``start_server(redis, slow_client_timeout=2)`` subscribes to a private Redis and
+    waits until /ready; ``start_server(None)`` runs the demo feed. Every server is
+    stopped by PID afterwards.
+    """
+    with server_factory() as start:
+        yield start

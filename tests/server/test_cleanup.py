@@ -11,8 +11,8 @@ import pytest
 
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
 from tests.helpers.rawws import abort, raw_handshake
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import ConnectionClosed, open_ws
-from tests.server.conftest import CHANNEL, StartServer, quote_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from tests.helpers.processes import RedisServer
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import ConnectionClosed, open_ws, recv_json
-from tests.server.conftest import CHANNEL, StartServer, quote_bytes
 
 pytestmark = pytest.mark.anyio
 

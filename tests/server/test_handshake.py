@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.helpers.processes import RedisServer, free_port, wait_until
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json
-from tests.server.conftest import CHANNEL, StartServer, quote_bytes
 
 pytestmark = pytest.mark.anyio
 

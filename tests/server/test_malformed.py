@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.helpers.processes import RedisServer
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import collect_until, open_ws
-from tests.server.conftest import CHANNEL, StartServer, quote_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from tests.helpers.processes import RedisServer, python_module, wait_until
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import collect_until, open_ws, wait_closed
-from tests.server.conftest import CHANNEL, StartServer, quote_bytes
 
 pytestmark = pytest.mark.anyio
 

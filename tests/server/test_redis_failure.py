@@ -9,8 +9,8 @@ import signal
 import pytest
 
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json, wait_closed
-from tests.server.conftest import CHANNEL, StartServer, quote_bytes
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ import pytest
 
 from tests.helpers.processes import RedisServer, wait_until
 from tests.helpers.rawws import raw_handshake, read_until_closed
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import collect_until, open_ws
-from tests.server.conftest import CHANNEL, StartServer, quote_bytes
 
 pytestmark = pytest.mark.anyio
 

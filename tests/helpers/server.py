@@ -1,0 +1,70 @@
+"""Starting quotes-server under test, and building upstream quotes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.helpers.processes import RedisServer, ServerProcess, TestSetupError, python_module
+
+CHANNEL = "quotes.realtime"
+
+StartServer = Callable[..., ServerProcess]
+
+
+def quote_bytes(ticker: str, seq: int = 0, **overrides: Any) -> bytes:
+    """A valid upstream quote whose ``volume`` carries a sequence number."""
+    msg: dict[str, Any] = {
+        "ticker": ticker,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "open": 100.0,
+        "high": 101.0,
+        "low": 99.0,
+        "close": 100.5,
+        "volume": seq,
+        "bid": 100.4,
+        "ask": 100.6,
+    }
+    msg.update(overrides)
+    return json.dumps(msg).encode()
+
+
+@contextmanager
+def server_factory() -> Iterator[StartServer]:
+    """A ``start_server`` factory; every server it started is stopped by PID on exit."""
+    started: list[ServerProcess] = []
+
+    def start(
+        redis: RedisServer | None,
+        *,
+        port: int | None = None,
+        wait_ready: bool = True,
+        **settings: object,
+    ) -> ServerProcess:
+        env = {"QUOTES_LOG_LEVEL": "info"}
+        if redis is not None:
+            env["QUOTES_REDIS_URL"] = redis.url
+            env.setdefault("QUOTES_GRACE_PERIOD", "2")
+        env.update({f"QUOTES_{k.upper()}": str(v) for k, v in settings.items()})
+        server = ServerProcess(
+            python_module("quotes_server", "--port", "{port}"), port=port, env=env
+        )
+        started.append(server)
+        try:
+            server.start()
+            if wait_ready:
+                server.wait_ready()
+        except (TestSetupError, TimeoutError) as exc:
+            pytest.fail(f"{exc}\nserver log:\n{server.log()[-3000:]}", pytrace=False)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
