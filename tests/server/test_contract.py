@@ -116,3 +116,27 @@ async def test_demo_feed_streams_without_redis(start_server: StartServer) -> Non
     assert {q["ticker"] for q in quotes} <= {"AAPL", "MSFT"}
     assert all(q["bid"] < q["ask"] for q in quotes)
     assert "DEMO feed" in server.log()
+
+
+async def test_per_message_deflate_when_enabled(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """With deflate enabled and negotiated, quotes still arrive intact (ordinary send path)."""
+    server = start_server(redis_server, ws_per_message_deflate="true")
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
+        assert "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
+        redis_server.publish_many(CHANNEL, [quote_bytes("AAPL", i) for i in range(20)])
+        assert [(await recv_json(ws))["volume"] for _ in range(20)] == list(range(20))
+    assert "raw_frames=False" in server.log()
+
+
+async def test_deflate_off_by_default_and_frames_prebuilt(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """By default no compression is negotiated and connections get pre-built frames."""
+    server = start_server(redis_server)
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
+        assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
+        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        assert (await recv_json(ws))["volume"] == 1
+    assert "raw_frames=True" in server.log()

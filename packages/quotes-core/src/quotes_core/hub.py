@@ -14,16 +14,24 @@ ticker (in arrival order), so memory stays bounded by ``bound`` plus the number 
 tickers the subscriber follows, and a slow reader still ends up with the latest
 price of everything it follows. Every quote dropped that way is counted in
 :attr:`Subscription.conflated`. :attr:`Mode.LATEST` conflates from the first quote.
+
+The hub never looks inside a payload: it is generic over the payload type
+(``Hub[str]`` for canonical JSON text, ``Hub[bytes]`` for pre-built WebSocket
+frames), so the same object is shared by every subscriber.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from quotes_core.schema import Quote
 from quotes_core.tickers import TickerFilter
 
 __all__ = ["DEFAULT_BOUND", "DEFAULT_WILDCARD_TICKER_CAP", "Hub", "Mode", "Subscription"]
+
+P = TypeVar("P")
+"""The payload type a hub carries (e.g. ``str`` or ``bytes``)."""
 
 DEFAULT_BOUND = 1000
 """Quotes a subscription buffers losslessly before it conflates."""
@@ -41,7 +49,7 @@ class Mode(StrEnum):
     """Only the newest pending quote per ticker, from the first quote (dashboards)."""
 
 
-class Subscription:
+class Subscription(Generic[P]):
     """
     One subscriber's filter, pending buffer and counters.
 
@@ -66,8 +74,8 @@ class Subscription:
         self.mode = mode
         self.bound = bound if mode is Mode.FIFO else 0
         self.ticker_cap = ticker_cap
-        self._fifo: list[str] = []
-        self._latest: dict[str, str] = {}
+        self._fifo: list[P] = []
+        self._latest: dict[str, P] = {}
         self.active = True
         """False once unsubscribed."""
         self.received = 0
@@ -82,7 +90,7 @@ class Subscription:
         """Quotes waiting to be drained."""
         return len(self._fifo) + len(self._latest)
 
-    def _push(self, ticker: str, payload: str) -> bool:
+    def _push(self, ticker: str, payload: P) -> bool:
         was_empty = not self._fifo and not self._latest
         self.received += 1
         if len(self._fifo) < self.bound:
@@ -97,7 +105,7 @@ class Subscription:
         latest[ticker] = payload
         return was_empty
 
-    def _take(self) -> list[str]:
+    def _take(self) -> list[P]:
         batch = self._fifo
         self._fifo = []
         if self._latest:
@@ -113,7 +121,7 @@ class Subscription:
         )
 
 
-class Hub:
+class Hub(Generic[P]):
     """
     Ticker-indexed fan-out of encoded quotes to subscriptions.
 
@@ -136,8 +144,8 @@ class Hub:
         self.bound = bound
         self.wildcard_ticker_cap = wildcard_ticker_cap
         # dicts used as insertion-ordered sets: deterministic fan-out order
-        self._by_ticker: dict[str, dict[Subscription, None]] = {}
-        self._wildcard: dict[Subscription, None] = {}
+        self._by_ticker: dict[str, dict[Subscription[P], None]] = {}
+        self._wildcard: dict[Subscription[P], None] = {}
         self._count = 0
         self.published = 0
         """Quotes given to :meth:`publish`."""
@@ -153,7 +161,7 @@ class Hub:
         *,
         mode: Mode = Mode.FIFO,
         bound: int | None = None,
-    ) -> Subscription:
+    ) -> Subscription[P]:
         """
         Add a subscriber that wants the quotes ``filter`` lets through.
         """
@@ -163,7 +171,7 @@ class Hub:
             raise ValueError("bound must be at least 1")
         tickers = filter.tickers
         cap = self.wildcard_ticker_cap if tickers is None else max(len(tickers), 1)
-        sub = Subscription(filter, mode, size, cap)
+        sub: Subscription[P] = Subscription(filter, mode, size, cap)
         if tickers is None:
             self._wildcard[sub] = None
         else:
@@ -172,7 +180,7 @@ class Hub:
         self._count += 1
         return sub
 
-    def unsubscribe(self, sub: Subscription) -> None:
+    def unsubscribe(self, sub: Subscription[P]) -> None:
         """
         Remove a subscriber and free its buffer; safe to call more than once.
         """
@@ -193,7 +201,7 @@ class Hub:
         sub._latest = {}
         self._count -= 1
 
-    def publish(self, quote: Quote, payload: str) -> list[Subscription]:
+    def publish(self, quote: Quote, payload: P) -> list[Subscription[P]]:
         """
         Buffer ``payload`` for every subscriber that wants ``quote.ticker``.
 
@@ -203,7 +211,7 @@ class Hub:
         """
         ticker = quote.ticker
         self.published += 1
-        woken: list[Subscription] = []
+        woken: list[Subscription[P]] = []
         targeted = self._by_ticker.get(ticker)
         if targeted:
             self.fanned_out += len(targeted)
@@ -217,7 +225,7 @@ class Hub:
                     woken.append(sub)
         return woken
 
-    def drain(self, sub: Subscription) -> list[str]:
+    def drain(self, sub: Subscription[P]) -> list[P]:
         """
         Hand out everything ``sub`` has pending, oldest first, and empty its buffer.
 

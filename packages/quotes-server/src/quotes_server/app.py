@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 from quotes_core import ClientError, InvalidTickers, Mode, TickerFilter
 from quotes_server import __version__
 from quotes_server.connection import Connection
+from quotes_server.frames import FRAMES_EXTENSION
 from quotes_server.metrics import Metrics
 from quotes_server.protocol import CLOSE_TIMEOUT_STATE_KEY
 from quotes_server.runtime import Runtime
@@ -99,7 +100,13 @@ class QuotesEndpoint:
         # the 101 response reaches it
         sub = runtime.hub.subscribe(ticker_filter, mode=mode)
         conn = Connection(
-            runtime, sub, send, receive, client_id=runtime.next_client_id(), remote=_remote(ws)
+            runtime,
+            sub,
+            send,
+            receive,
+            client_id=runtime.next_client_id(),
+            remote=_remote(ws),
+            frames=scope.get("extensions", {}).get(FRAMES_EXTENSION),
         )
         runtime.add(conn)
         code: int | None = None
@@ -107,12 +114,13 @@ class QuotesEndpoint:
             await ws.accept()
             runtime.metrics.handshakes.labels("accepted").inc()
             log.info(
-                "client %s connected from %s path=%s tickers=%s mode=%s",
+                "client %s connected from %s path=%s tickers=%s mode=%s raw_frames=%s",
                 conn.client_id,
                 conn.remote,
                 scope["path"],
                 ticker_filter,
                 mode.value,
+                conn.raw_frames,
             )
             code = await conn.serve()
         finally:

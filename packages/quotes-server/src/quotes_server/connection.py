@@ -2,10 +2,13 @@
 One WebSocket client: its hub subscription, its writer task and its lifecycle.
 
 The hub never waits for a socket. When it reports that a subscription went from
-empty to non-empty, the runtime sets that connection's event; the writer task
-wakes, drains the subscription and writes the frames, then sleeps again. A slow
-client only ever delays its own writer; its backlog stays in the hub, bounded by
-the core's FIFO-then-conflation buffer.
+empty to non-empty, the runtime's flush (a loop callback of its own, once per
+event-loop turn, never inside the Redis reader) calls :meth:`Connection.on_ready`.
+If the socket can take data, the pending pre-built frames are written right there
+with one non-blocking write; otherwise the connection's writer task is woken, waits
+until the socket is writable again and writes then. A slow client only ever delays
+its own writer; its backlog stays in the hub, bounded by the core's
+FIFO-then-conflation buffer.
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from quotes_core import Subscription
+from quotes_server.frames import FramesExtension, frame_text
 
 if TYPE_CHECKING:
     from quotes_server.runtime import Runtime
@@ -39,21 +41,6 @@ class CloseCode:
     TRY_AGAIN_LATER = 1013
 
 
-_TS_KEY = '"timestamp":"'
-
-
-def _latency(payload: str, now: float) -> float | None:
-    """Seconds from the quote's own timestamp to ``now`` (canonical payloads only)."""
-    i = payload.find(_TS_KEY)
-    if i < 0:
-        return None
-    i += len(_TS_KEY)
-    try:
-        return now - datetime.fromisoformat(payload[i : i + 27]).timestamp()
-    except ValueError:
-        return None
-
-
 class Connection:
     """
     A connected client. Created after ``accept``; :meth:`serve` runs until the
@@ -63,12 +50,13 @@ class Connection:
     def __init__(
         self,
         runtime: Runtime,
-        sub: Subscription,
+        sub: Subscription[bytes],
         send: Send,
         receive: Receive,
         *,
         client_id: str,
         remote: str,
+        frames: FramesExtension | None = None,
     ) -> None:
         self.runtime = runtime
         self.sub = sub
@@ -76,6 +64,10 @@ class Connection:
         self.remote = remote
         self._send = send
         self._receive = receive
+        self.raw_frames = frames is not None
+        """True when the server offers the ``quotes.frames`` extension on this socket."""
+        self._write_raw = frames["write"] if frames is not None else None
+        self._writable = frames["writable"] if frames is not None else None
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
@@ -89,9 +81,28 @@ class Connection:
         self._stall_start: float | None = None
         self._conflated_seen = 0
 
-    def wake(self) -> None:
-        """The hub has new pending quotes for this connection."""
-        self._wake.set()
+    def on_ready(self) -> None:
+        """
+        The hub has new pending frames: write them now if the socket can take them
+        (one non-blocking write), else let the writer task wait for writability.
+        """
+        write = self._write_raw
+        writable = self._writable
+        if (
+            write is None
+            or writable is None
+            or self._busy
+            or self.close_code is not None
+            or not writable.is_set()
+        ):
+            self._wake.set()
+            return
+        batch = self.runtime.hub.drain(self.sub)
+        if batch and write(batch[0] if len(batch) == 1 else b"".join(batch)):
+            self.sent += len(batch)
+            self.runtime.metrics.hot.forwarded += len(batch)
+        if self.sub.conflated != self._conflated_seen:
+            self._account_conflated()
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection from the server side (idempotent)."""
@@ -170,28 +181,33 @@ class Connection:
     async def _write_loop(self) -> None:
         hub = self.runtime.hub
         hot = self.runtime.metrics.hot
-        latency = self.runtime.metrics.latency
         sub = self.sub
         send = self._send
         wake = self._wake
+        write = self._write_raw
+        writable = self._writable
         try:
             while True:
                 await wake.wait()
                 wake.clear()
-                batch = hub.drain(sub)
-                while batch:
+                while sub.pending:
                     self._busy = True
-                    for payload in batch:
-                        await send({"type": "websocket.send", "text": payload})
-                        self.sent += 1
-                    self._busy = False
+                    if write is not None and writable is not None:
+                        if not writable.is_set():
+                            await writable.wait()  # backpressure: the socket is full
+                        batch = hub.drain(sub)
+                        if not write(b"".join(batch)):
+                            return  # closing; the reader sees the disconnect
+                        self.sent += len(batch)
+                    else:
+                        batch = hub.drain(sub)
+                        for frame in batch:
+                            await send({"type": "websocket.send", "text": frame_text(frame)})
+                            self.sent += 1
                     hot.forwarded += len(batch)
-                    lag = _latency(batch[-1], time.time())
-                    if lag is not None:
-                        latency.observe(max(lag, 0.0))
                     if sub.conflated != self._conflated_seen:
                         self._account_conflated()
-                    batch = hub.drain(sub)
+                self._busy = False
         except OSError:
             return  # the client went away; the reader sees the disconnect
         except asyncio.CancelledError:

@@ -12,6 +12,11 @@ uvicorn's sans-I/O WebSocket protocol with two changes for a streaming server.
    not answer within ``close_timeout`` (from the app's lifespan state, key
    ``quotes_close_timeout``) aborts the socket instead of waiting for a flush that
    never comes. The same applies after a keepalive ping timeout.
+3. **Pre-built frames.** Connections that did not negotiate an extension get the
+   ``quotes.frames`` extension in their scope (:class:`~quotes_server.frames.FramesExtension`):
+   a non-blocking ``write(frames)`` of complete, pre-built server frames with one
+   transport write, and the ``writable`` event of the connection's write
+   backpressure, so the app writes only when the socket can take data.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.http11 import Request
+
+from quotes_server.frames import FRAMES_EXTENSION, FramesExtension
 
 __all__ = ["CLOSE_TIMEOUT_STATE_KEY", "QuotesWebSocketProtocol"]
 
@@ -58,6 +66,18 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         super().shutdown()
 
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if (
+            scope is not None
+            and self.response.status_code == 101
+            and "Sec-WebSocket-Extensions" not in self.response.headers
+        ):
+            # no extension may transform frames on this connection: raw frames are safe
+            ext: FramesExtension = {"write": self._write_frames, "writable": self.writable}
+            scope["extensions"][FRAMES_EXTENSION] = ext
+
     async def send(self, message: ASGISendEvent) -> None:
         if message["type"] == "websocket.close" and self.handshake_complete:
             # queue the close frame even if the peer stopped reading
@@ -69,6 +89,18 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
                 self._abort_later()
             return
         await super().send(message)
+
+    def _write_frames(self, data: bytes) -> bool:
+        if (
+            self.disconnected
+            or self.close_sent
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(data)
+        return True
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()

@@ -2,9 +2,12 @@
 The server's running state: one source, one hub, the open connections.
 
 Upstream messages arrive through :meth:`Runtime.on_message` (the source's sink):
-each is parsed, validated and encoded once by quotes-core, published to the hub,
-and the writers of the subscriptions that became non-empty are woken. No write to
-any client happens here, so a slow client can never hold up the upstream reader.
+each is parsed, validated and encoded once by quotes-core, turned into a WebSocket
+frame once and published to the hub. The subscriptions that became non-empty are
+collected, and one flush per event-loop turn (a callback of its own, after the
+source has handed over everything it had) lets each of their connections write its
+whole batch with one non-blocking write. No write to any client happens in the
+source's reading loop, so a slow client can never hold up the upstream reader.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ import contextlib
 import itertools
 import logging
 import time
+from datetime import datetime
 
 from quotes_core import Hub, InvalidQuote, Subscription, parse_quote
 from quotes_server.connection import CloseCode, Connection
+from quotes_server.frames import text_frame
 from quotes_server.logs import RateLimitedLog, truncate
 from quotes_server.metrics import Metrics
 from quotes_server.settings import Settings
@@ -36,13 +41,17 @@ class Runtime:
         self.settings = settings
         self.source = source
         self.metrics = metrics
-        self.hub = Hub(bound=settings.buffer_size)
-        self.connections: dict[Subscription, Connection] = {}
+        # the hub carries pre-built WebSocket frames: built once per quote, shared by all
+        self.hub: Hub[bytes] = Hub(bound=settings.buffer_size)
+        self.connections: dict[Subscription[bytes], Connection] = {}
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._invalid_log = RateLimitedLog(logging.getLogger("quotes_server.upstream"))
         self.client_log = RateLimitedLog(logging.getLogger("quotes_server.connection"))
         self._reconnects_seen = 0
+        self._ready: list[Subscription[bytes]] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._newest: datetime | None = None
 
     # --- the source's sink -------------------------------------------------------------------
 
@@ -61,9 +70,24 @@ class Runtime:
                 truncate(raw),
             )
             return
+        self._newest = quote.timestamp
+        woken = self.hub.publish(quote, text_frame(payload))
+        if woken:
+            self._ready += woken
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Let every connection with new frames write them (once per loop turn)."""
+        self._flush_handle = None
+        ready, self._ready = self._ready, []
         connections = self.connections
-        for sub in self.hub.publish(quote, payload):
-            connections[sub].wake()
+        for sub in ready:
+            conn = connections.get(sub)
+            if conn is not None:
+                conn.on_ready()
+        if self._newest is not None:
+            self.metrics.latency.observe(max(0.0, time.time() - self._newest.timestamp()))
 
     def on_state(self, state: SourceState) -> None:
         """Track the source's state; past the grace period close everyone with 1011."""
