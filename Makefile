@@ -8,7 +8,7 @@ SYNC := --locked --all-packages --all-groups
 export UV_PYTHON_DOWNLOADS := never
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run test lint typecheck docs docs-serve bench ci sync clean
+.PHONY: run test lint typecheck docs docs-serve schema bench ci sync clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -37,6 +37,10 @@ docs: sync
 
 docs-serve: sync
 	$(UV) run $(SYNC) mkdocs serve
+
+## Regenerate docs/quote.schema.json from the Quote model.
+schema: sync
+	$(UV) run $(SYNC) python -c "import json, quotes_core; print(json.dumps(quotes_core.wire_json_schema(), indent=2))" > docs/quote.schema.json
 
 bench: sync
 	$(UV) run $(SYNC) python scripts/benchmark/ws_latency_benchmark.py $(ARGS)

@@ -5,10 +5,18 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import jsonschema
 import pytest
 from hypothesis import given
 
-from quotes_core import MAX_QUOTE_BYTES, InvalidQuote, Quote, encode_quote, parse_quote
+from quotes_core import (
+    MAX_QUOTE_BYTES,
+    InvalidQuote,
+    Quote,
+    encode_quote,
+    parse_quote,
+    wire_json_schema,
+)
 from tests.strategies import quotes
 
 SEED_EXAMPLE = b"""{
@@ -148,3 +156,28 @@ def test_payload_is_plain_json_with_contract_keys(quote: Quote) -> None:
     assert doc["timestamp"].endswith("Z")
     assert len(doc["timestamp"]) == len("2026-02-12T10:30:00.123456Z")
     assert isinstance(doc["volume"], int)
+
+
+@given(quotes())
+def test_canonical_output_matches_the_wire_schema(quote: Quote) -> None:
+    """Everything encode_quote emits validates against the published JSON Schema."""
+    jsonschema.validate(json.loads(encode_quote(quote)), wire_json_schema())
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"bid": None},
+        {"extra": 1},
+        {"timestamp": "2026-02-12T10:30:00.123Z"},
+        {"timestamp": "2026-02-12T10:30:00.123456+00:00"},
+        {"ticker": "aapl"},
+        {"volume": -1},
+        {"close": "150.9"},
+    ],
+)
+def test_wire_schema_rejects_non_canonical(change: dict[str, object]) -> None:
+    """The schema is as strict as the encoder: null bid, extra keys, other forms fail."""
+    doc = {**json.loads(parse_quote(SEED_EXAMPLE).payload), **change}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, wire_json_schema())

@@ -16,12 +16,12 @@ present only when known.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from quotes_core.errors import InvalidQuote, InvalidQuoteReason
-from quotes_core.tickers import MAX_TICKER_LENGTH, is_valid_ticker
+from quotes_core.tickers import MAX_TICKER_LENGTH, TICKER_PATTERN, is_valid_ticker
 
 __all__ = [
     "MAX_QUOTE_BYTES",
@@ -30,6 +30,7 @@ __all__ = [
     "encode_quote",
     "format_timestamp",
     "parse_quote",
+    "wire_json_schema",
 ]
 
 MAX_QUOTE_BYTES = 4096
@@ -66,19 +67,17 @@ class Quote(BaseModel):
 
     model_config = ConfigDict(strict=True, frozen=True, allow_inf_nan=False, extra="ignore")
 
-    ticker: Ticker
-    """Symbol, upper-case."""
-    timestamp: UtcTimestamp
-    """Time of the quote, time-zone aware, normalised to UTC."""
-    open: float
-    high: float
-    low: float
-    close: float
-    """Current (or closing) price."""
-    volume: Annotated[int, Field(ge=0, le=_MAX_VOLUME)]
-    """Accumulated volume."""
-    bid: float | None = None
-    ask: float | None = None
+    ticker: Annotated[Ticker, Field(description="Symbol, upper-case.")]
+    timestamp: Annotated[
+        UtcTimestamp, Field(description="Time of the quote: ISO 8601, UTC, microseconds.")
+    ]
+    open: Annotated[float, Field(description="Opening price.")]
+    high: Annotated[float, Field(description="Highest price.")]
+    low: Annotated[float, Field(description="Lowest price.")]
+    close: Annotated[float, Field(description="Current (or closing) price.")]
+    volume: Annotated[int, Field(ge=0, le=_MAX_VOLUME, description="Accumulated volume.")]
+    bid: Annotated[float | None, Field(description="Bid price, when known.")] = None
+    ask: Annotated[float | None, Field(description="Ask price, when known.")] = None
 
     def to_json(self) -> str:
         """The canonical JSON text of this quote (see :func:`encode_quote`)."""
@@ -120,6 +119,34 @@ def encode_quote(q: Quote) -> str:
     if q.ask is not None:
         text += f',"ask":{q.ask!r}'
     return text + "}"
+
+
+def wire_json_schema() -> dict[str, Any]:
+    """
+    JSON Schema (draft 2020-12) of a quote as the server sends it.
+
+    Derived from :class:`Quote`, then tightened to what :func:`encode_quote` emits:
+    the ticker grammar, the exact timestamp form, ``bid``/``ask`` absent rather than
+    null, and no other keys.
+    """
+    schema = Quote.model_json_schema(mode="serialization")
+    props = schema["properties"]
+    props["ticker"].update(
+        pattern=f"^{TICKER_PATTERN}$", minLength=1, maxLength=MAX_TICKER_LENGTH
+    )
+    props["timestamp"]["pattern"] = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
+    for key in ("bid", "ask"):
+        props[key] = {
+            "type": "number",
+            "title": key.title(),
+            "description": props[key]["description"],
+        }
+    schema["additionalProperties"] = False
+    schema["description"] = (
+        "One quote per WebSocket text frame, compact JSON, keys in this order; "
+        "bid and ask only when known."
+    )
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 def _reason(error: ValidationError) -> InvalidQuoteReason:

@@ -18,6 +18,7 @@ from quotes_core.errors import InvalidTickers
 __all__ = [
     "MAX_FILTER_TICKERS",
     "MAX_TICKER_LENGTH",
+    "TICKER_PATTERN",
     "TickerFilter",
     "is_valid_ticker",
     "normalize_ticker",
@@ -29,8 +30,11 @@ MAX_TICKER_LENGTH = 16
 MAX_FILTER_TICKERS = 1000
 """Most distinct symbols one connection may ask for."""
 
+TICKER_PATTERN = r"\^?[A-Z0-9](?:[A-Z0-9.\-=/]*[A-Z0-9])?"
+"""Regular expression of an upper-cased symbol (length checked separately)."""
+
 _MAX_RAW_LENGTH = MAX_FILTER_TICKERS * (MAX_TICKER_LENGTH + 4)
-_TICKER_RE = re.compile(r"\^?[A-Z0-9](?:[A-Z0-9.\-=/]*[A-Z0-9])?")
+_TICKER_RE = re.compile(TICKER_PATTERN)
 
 
 def is_valid_ticker(symbol: str) -> bool:
