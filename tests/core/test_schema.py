@@ -14,10 +14,11 @@ from quotes_core import (
     InvalidQuote,
     Quote,
     encode_quote,
+    format_timestamp,
     parse_quote,
     wire_json_schema,
 )
-from tests.strategies import quotes
+from tests.strategies import quotes, timestamps
 
 SEED_EXAMPLE = b"""{
   "ticker": "AAPL",
@@ -181,3 +182,12 @@ def test_wire_schema_rejects_non_canonical(change: dict[str, object]) -> None:
     doc = {**json.loads(parse_quote(SEED_EXAMPLE).payload), **change}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, wire_json_schema())
+
+
+@given(timestamps)
+def test_format_timestamp_is_utc_with_six_digits(ts: datetime) -> None:
+    """Any aware datetime formats as its UTC instant, six fraction digits and Z."""
+    text = format_timestamp(ts)
+    assert len(text) == 27
+    assert text.endswith("Z")
+    assert datetime.fromisoformat(text) == ts

@@ -30,7 +30,7 @@ def test_text_frame_parses_back(payload: str) -> None:
     frame = parse(text_frame(payload))
     assert frame.opcode is Opcode.TEXT
     assert frame.fin
-    assert not (frame.rsv1 or frame.rsv2 or frame.rsv3)
+    assert (frame.rsv1, frame.rsv2, frame.rsv3) == (False, False, False)
     assert frame.data.decode() == payload
     assert frame_text(text_frame(payload)) == payload
 

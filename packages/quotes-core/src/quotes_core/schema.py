@@ -95,11 +95,11 @@ def format_timestamp(ts: datetime) -> str:
     """
     Format an aware datetime as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC.
     """
-    u = ts.astimezone(UTC)
-    return (
-        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T"
-        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}Z"
-    )
+    if ts.tzinfo is not UTC:
+        ts = ts.astimezone(UTC)
+    # isoformat is C code and always writes a four-digit year; the "+00:00" of a UTC
+    # datetime becomes "Z"
+    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def encode_quote(q: Quote) -> str:
@@ -131,9 +131,7 @@ def wire_json_schema() -> dict[str, Any]:
     """
     schema = Quote.model_json_schema(mode="serialization")
     props = schema["properties"]
-    props["ticker"].update(
-        pattern=f"^{TICKER_PATTERN}$", minLength=1, maxLength=MAX_TICKER_LENGTH
-    )
+    props["ticker"].update(pattern=f"^{TICKER_PATTERN}$", minLength=1, maxLength=MAX_TICKER_LENGTH)
     props["timestamp"]["pattern"] = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$"
     for key in ("bid", "ask"):
         props[key] = {
