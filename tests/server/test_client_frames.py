@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 
-from tests.helpers.processes import RedisServer
+from tests.helpers.processes import RedisServer, wait_until
+from tests.helpers.rawws import raw_handshake, read_until_closed
 from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import ConnectionClosed, open_ws, recv_json
 
@@ -45,3 +47,36 @@ async def test_oversized_client_frame_closes_with_1009(
         assert info.value.rcvd.code == 1009
         redis_server.publish(CHANNEL, quote_bytes("AAPL", 3))
         assert (await recv_json(bystander))["volume"] == 3
+
+
+async def test_keepalive_pings_drop_a_peer_that_never_answers(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """Keepalive pings are on: a peer that never answers them is disconnected."""
+    server = start_server(redis_server, ws_ping_interval=0.5, ws_ping_timeout=0.5, close_timeout=1)
+    silent = raw_handshake(server.port, "/ws/quotes")
+    try:
+        # a ping frame (opcode 0x9) arrives first; nothing is answered, so the server
+        # closes (1011 "keepalive ping timeout") and then drops the socket
+        first = silent.recv(2)
+        assert first[0] & 0x0F == 0x9
+        read_until_closed(silent, timeout=30)
+    finally:
+        silent.close()
+    wait_until(lambda: server.metric("quotes_ws_connections") == 0, what="connection removed")
+
+
+async def test_connect_and_disconnect_are_logged_with_client_id(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """Each connection logs its client_id, address, filter, close code and counts."""
+    server = start_server(redis_server)
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=msft,aapl") as ws:
+        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        await recv_json(ws)
+    wait_until(lambda: "disconnected" in server.log(), what="disconnect log line")
+    log = server.log()
+    assert re.search(
+        r"client c1 connected from 127\.0\.0\.1:\d+ path=/ws/quotes tickers=AAPL,MSFT", log
+    )
+    assert "client c1 disconnected code=1000 reason='' sent=1 conflated=0" in log
