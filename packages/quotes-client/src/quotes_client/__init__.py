@@ -1,5 +1,93 @@
 """
 quotes-client: a reconnecting Python client for the quote stream.
+
+```python
+async with QuotesClient("ws://127.0.0.1:8000/v1/ws/quotes", tickers=["AAPL"]) as client:
+    async for quote in client:
+        print(quote.ticker, quote.close)
+```
+
+The client (:mod:`quotes_client.client`) reconnects with backoff on retryable
+failures and raises typed errors (:mod:`quotes_client.errors`) on fatal ones,
+following the table in :mod:`quotes_client.policy`. A bounded buffer
+(:mod:`quotes_client.buffer`) sits between the socket and the consumer;
+:mod:`quotes_client.events` and :mod:`quotes_client.stats` say what happens;
+:mod:`quotes_client.sync` wraps it all for programs without an event loop.
 """
 
+import logging
+
+from quotes_client.buffer import DEFAULT_BUFFER_SIZE, BoundedBuffer, Overflow
+from quotes_client.client import (
+    DEFAULT_HEALTHY_AFTER,
+    DEFAULT_OPEN_TIMEOUT,
+    RETRY_AFTER_CAP,
+    QuotesClient,
+)
+from quotes_client.errors import (
+    FatalClose,
+    FatalError,
+    HandshakeFailed,
+    HandshakeRejected,
+    RetriesExhausted,
+    StreamError,
+)
+from quotes_client.events import (
+    BackingOff,
+    Closed,
+    Connected,
+    ConnectFailed,
+    Connecting,
+    ConnectionEvent,
+    Disconnected,
+    EventStream,
+    Failed,
+)
+from quotes_client.policy import FATAL_CLOSE_CODES, Outcome, classify_close, classify_connect_error
+from quotes_client.stats import ClientState, ClientStats, Latency, LatencyStats
+from quotes_client.sync import SyncQuotesClient
+from quotes_client.urls import stream_url
+from quotes_core import Backoff, Quote
+
 __version__ = "0.1.0"
+
+# a library never configures logging; applications (and the CLI) do
+logging.getLogger("quotes_client").addHandler(logging.NullHandler())
+
+__all__ = [
+    "DEFAULT_BUFFER_SIZE",
+    "DEFAULT_HEALTHY_AFTER",
+    "DEFAULT_OPEN_TIMEOUT",
+    "FATAL_CLOSE_CODES",
+    "RETRY_AFTER_CAP",
+    "BackingOff",
+    "Backoff",
+    "BoundedBuffer",
+    "ClientState",
+    "ClientStats",
+    "Closed",
+    "ConnectFailed",
+    "Connected",
+    "Connecting",
+    "ConnectionEvent",
+    "Disconnected",
+    "EventStream",
+    "Failed",
+    "FatalClose",
+    "FatalError",
+    "HandshakeFailed",
+    "HandshakeRejected",
+    "Latency",
+    "LatencyStats",
+    "Outcome",
+    "Overflow",
+    "Quote",
+    "QuotesClient",
+    "RetriesExhausted",
+    "StreamError",
+    "SyncQuotesClient",
+    "__version__",
+    "classify_close",
+    "classify_connect_error",
+    "stream_url",
+]

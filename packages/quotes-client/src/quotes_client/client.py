@@ -1,0 +1,527 @@
+"""
+``QuotesClient``: validated quotes from the stream, across reconnects.
+
+Two tasks meet at a :class:`~quotes_client.buffer.BoundedBuffer`:
+
+* the *connection loop* (started by ``async with``) opens a WebSocket, reads
+  every message, validates it with :func:`quotes_core.parse_quote`, records
+  its latency and puts it in the buffer; when the connection ends it asks
+  :mod:`quotes_client.policy` whether to reconnect, and if so waits the
+  :class:`quotes_core.Backoff` delay first;
+* the *consumer* (``async for quote in client`` or ``client.batches()``)
+  takes quotes out of the buffer.
+
+The backoff is reset only after a connection stayed open ``healthy_after``
+seconds (10 by default), so a server that accepts and then closes at once is
+retried with growing delays, not in a tight loop. The ``websockets`` library's
+own reconnecting iterator is deliberately not used: it resets its backoff after
+any successful handshake and ignores close codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+from websockets.typing import Origin
+
+from quotes_client.buffer import DEFAULT_BUFFER_SIZE, BoundedBuffer, BufferClosed, Overflow
+from quotes_client.errors import RetriesExhausted, StreamError
+from quotes_client.events import (
+    BackingOff,
+    Closed,
+    Connected,
+    ConnectFailed,
+    Connecting,
+    ConnectionEvent,
+    Disconnected,
+    EventStream,
+    Failed,
+)
+from quotes_client.policy import Outcome, classify_close, classify_connect_error
+from quotes_client.ratelimit import RateLimitedLog
+from quotes_client.stats import (
+    DEFAULT_LATENCY_WINDOW,
+    ClientState,
+    ClientStats,
+    Latency,
+    LatencyStats,
+)
+from quotes_client.urls import stream_url
+from quotes_core import Backoff, InvalidQuote, Quote, parse_quote
+
+__all__ = [
+    "DEFAULT_HEALTHY_AFTER",
+    "DEFAULT_OPEN_TIMEOUT",
+    "RETRY_AFTER_CAP",
+    "QuotesClient",
+]
+
+logger = logging.getLogger("quotes_client")
+
+DEFAULT_OPEN_TIMEOUT = 30.0
+"""Seconds allowed for TCP connect plus the WebSocket handshake."""
+
+DEFAULT_HEALTHY_AFTER = 10.0
+"""Seconds a connection must stay open before the backoff starts again at 1 s."""
+
+RETRY_AFTER_CAP = 60.0
+"""Longest ``Retry-After`` honoured, in seconds (the backoff's own cap)."""
+
+_STATES: dict[type, ClientState] = {
+    Connecting: ClientState.CONNECTING,
+    Connected: ClientState.CONNECTED,
+    ConnectFailed: ClientState.DISCONNECTED,
+    Disconnected: ClientState.DISCONNECTED,
+    BackingOff: ClientState.BACKING_OFF,
+    Failed: ClientState.FAILED,
+    Closed: ClientState.CLOSED,
+}
+
+
+class QuotesClient:
+    """
+    A reconnecting stream of validated quotes.
+
+    Example::
+
+        async with QuotesClient("ws://127.0.0.1:8000/v1/ws/quotes", tickers=["AAPL"]) as client:
+            async for quote in client:
+                print(quote.ticker, quote.close)
+
+    Iteration ends when the client is closed and raises a
+    :class:`~quotes_client.errors.StreamError` on a fatal error or when
+    ``max_retries`` is exhausted (after the quotes already buffered).
+
+    Args:
+        url: the server's WebSocket URL (``ws://`` or ``wss://``).
+        tickers: symbols to receive (case-insensitive), or ``None`` for every
+            ticker (or whatever the URL's own ``tickers`` parameter says).
+        buffer_size: most quotes held for the consumer.
+        overflow: ``"drop_oldest"`` (default: keep the newest, count drops) or
+            ``"block"`` (stop reading the socket until the consumer catches up).
+        open_timeout: seconds allowed to open a connection; ``None`` waits forever.
+        ping_interval: seconds between keepalive pings; ``None`` disables them.
+        ping_timeout: seconds to wait for a pong before reconnecting.
+        close_timeout: seconds to wait for the server's close frame.
+        max_retries: give up after this many consecutive failed reconnects
+            (counted since the last healthy connection); ``None`` never gives up.
+        stale_timeout: reconnect when no message arrived for this many seconds;
+            ``None`` (default) never does (markets go quiet).
+        healthy_after: seconds a connection must stay open to reset the backoff.
+        backoff: the reconnect delays (default ``Backoff()``: 1, 2, 4 ... 60 s,
+            jittered down by up to half).
+        origin: ``Origin`` header to send (servers may check it against CORS).
+        headers: extra HTTP headers for the handshake (e.g. ``Authorization``).
+        on_event: called with each :mod:`~quotes_client.events` event, in the
+            event loop; exceptions it raises are logged and ignored.
+        max_queue: frames the ``websockets`` library buffers before it stops
+            reading the TCP connection (keep it small for ``"block"``).
+        latency_window: samples kept for the latency percentiles.
+        connect_options: other keyword arguments for
+            ``websockets.asyncio.client.connect`` (``ssl``, ``proxy``, ``compression`` ...).
+        sleep: awaited with each backoff delay (inject a fake in tests).
+        clock: monotonic clock for connection durations (inject in tests).
+        wall_clock: POSIX time for latency and ``Retry-After`` dates.
+
+    Raises:
+        ValueError: ``url`` is not a WebSocket URL or an argument is out of range.
+        quotes_core.InvalidTickers: a ticker symbol is invalid.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tickers: Iterable[str] | str | None = None,
+        buffer_size: int = DEFAULT_BUFFER_SIZE,
+        overflow: Overflow = "drop_oldest",
+        open_timeout: float | None = DEFAULT_OPEN_TIMEOUT,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        close_timeout: float | None = 10.0,
+        max_retries: int | None = None,
+        stale_timeout: float | None = None,
+        healthy_after: float = DEFAULT_HEALTHY_AFTER,
+        backoff: Backoff | None = None,
+        origin: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        on_event: Callable[[ConnectionEvent], object] | None = None,
+        max_queue: int = 16,
+        latency_window: int = DEFAULT_LATENCY_WINDOW,
+        connect_options: Mapping[str, Any] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_retries is not None and max_retries < 0:
+            raise ValueError("max_retries must be at least 0")
+        if stale_timeout is not None and stale_timeout <= 0:
+            raise ValueError("stale_timeout must be positive")
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+        self.url = stream_url(url, tickers)
+        """The URL connected to, ``tickers`` included."""
+        self._buffer: BoundedBuffer[Quote] = BoundedBuffer(buffer_size, overflow)
+        self._connect_kwargs: dict[str, Any] = {
+            "origin": Origin(origin) if origin is not None else None,
+            "additional_headers": dict(headers) if headers else None,
+            "open_timeout": open_timeout,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
+            "close_timeout": close_timeout,
+            "max_queue": max_queue,
+            **(connect_options or {}),
+        }
+        self._max_retries = max_retries
+        self._stale_timeout = stale_timeout
+        self._healthy_after = healthy_after
+        self._backoff = backoff or Backoff()
+        self._on_event = on_event
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._latency = LatencyStats(latency_window)
+        self._invalid_log = RateLimitedLog(logger, clock=clock)
+        self._streams: list[EventStream] = []
+        self._state = ClientState.IDLE
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._finished = False
+        self._error: StreamError | None = None
+        self._received = 0
+        self._invalid = 0
+        self._attempts = 0
+        self._connects = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the connection loop (``async with`` does it for you)."""
+        if self._task is not None or self._finished:
+            raise RuntimeError("a client can be started only once")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"quotes-client {self.url}"
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection (code 1000) and end iteration; safe to call twice."""
+        task = self._task
+        if task is None:
+            if not self._finished:
+                self._finish(None)
+            return
+        if task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- consuming ---------------------------------------------------------------
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Quote:
+        self._require_started()
+        try:
+            return await self._buffer.get()
+        except BufferClosed:
+            raise StopAsyncIteration from None
+
+    async def batches(self, interval: float = 0.1) -> AsyncIterator[list[Quote]]:
+        """
+        Yield the quotes received per ``interval`` seconds, as lists (never empty).
+
+        A batch starts with the first quote after the previous batch and
+        collects for ``interval`` seconds; it holds at most ``buffer_size``
+        quotes (the buffer's policy applies meanwhile). Ends or raises like
+        plain iteration.
+        """
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self._require_started()
+        while True:
+            try:
+                first = await self._buffer.get()
+            except BufferClosed:
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._buffer.wait_closed()
+            yield [first, *self._buffer.drain()]
+
+    async def _next_chunk(self, limit: int) -> list[Quote]:
+        """Wait for at least one quote and take up to ``limit``; ``[]`` at the end."""
+        self._require_started()
+        try:
+            first = await self._buffer.get()
+        except BufferClosed:
+            return []
+        return [first, *self._buffer.drain(limit - 1)]
+
+    def events(self, maxlen: int = 256) -> EventStream:
+        """
+        An async iterator of connection events from now on (see :mod:`~quotes_client.events`).
+
+        Call it before ``async with`` to see the first ``Connecting`` too. It ends
+        after the client's last event.
+        """
+        stream = EventStream(self._unsubscribe, maxlen)
+        if self._state in (ClientState.CLOSED, ClientState.FAILED):
+            stream.end()
+        else:
+            self._streams.append(stream)
+        return stream
+
+    async def wait_connected(self) -> None:
+        """
+        Wait until a connection is open.
+
+        Raises:
+            StreamError: the client failed for good.
+            RuntimeError: the client was closed.
+        """
+        while self._state is not ClientState.CONNECTED:
+            if self._error is not None:
+                raise self._error
+            if self._state is ClientState.CLOSED:
+                raise RuntimeError("the client is closed")
+            await self._changed.wait()
+
+    # -- introspection -----------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        """Where the connection loop is now."""
+        return self._state
+
+    @property
+    def latency(self) -> Latency:
+        """Latency summary (receive time minus quote timestamp), in seconds."""
+        return self._latency.snapshot()
+
+    @property
+    def stats(self) -> ClientStats:
+        """
+        A snapshot of the counters.
+
+        It sorts the latency window (up to ``latency_window`` samples): read it
+        now and then (every second, say), not once per quote.
+        """
+        return ClientStats(
+            state=self._state,
+            received=self._received,
+            invalid=self._invalid,
+            dropped=self._buffer.dropped,
+            buffered=len(self._buffer),
+            connects=self._connects,
+            reconnects=max(0, self._connects - 1),
+            attempts=self._attempts,
+            latency=self._latency.snapshot(),
+        )
+
+    def __repr__(self) -> str:
+        return f"<QuotesClient {self.url} {self._state.value} received={self._received}>"
+
+    # -- the connection loop -----------------------------------------------------
+
+    async def _run(self) -> None:
+        error: StreamError | None = None
+        try:
+            error = await self._connect_loop()
+        except asyncio.CancelledError:
+            pass  # aclose(): end normally
+        except Exception as exc:
+            logger.exception("quotes-client: internal error")
+            error = StreamError(f"internal error: {exc!r}")
+            error.__cause__ = exc
+        finally:
+            self._finish(error)
+
+    def _finish(self, error: StreamError | None) -> None:
+        self._finished = True
+        self._error = error
+        self._emit(Closed() if error is None else Failed(error))
+        self._buffer.close(error)
+        for stream in self._streams:
+            stream.end()
+        self._streams.clear()
+
+    async def _connect_loop(self) -> StreamError:
+        failures = 0  # consecutive, since the last healthy connection
+        while True:
+            self._attempts += 1
+            attempt = self._attempts
+            self._emit(Connecting(self.url, attempt))
+            cause: BaseException | None = None
+            try:
+                ws = await connect(self.url, **self._connect_kwargs)
+            except Exception as exc:
+                cause = exc
+                outcome = classify_connect_error(exc, self._wall_clock())
+                self._emit(ConnectFailed(outcome.reason, outcome.status, outcome.fatal))
+            else:
+                outcome, duration = await self._session(ws, attempt)
+                if duration >= self._healthy_after:
+                    self._backoff.reset()
+                    failures = 0
+            if outcome.error is not None:
+                outcome.error.__cause__ = cause
+                return outcome.error
+            failures += 1
+            if self._max_retries is not None and failures > self._max_retries:
+                exhausted = RetriesExhausted(failures, outcome.reason)
+                exhausted.__cause__ = cause
+                return exhausted
+            delay = self._backoff.next_delay()
+            if outcome.retry_after is not None:
+                delay = max(delay, min(outcome.retry_after, RETRY_AFTER_CAP))
+            self._emit(BackingOff(delay, self._attempts + 1, outcome.retry_after))
+            await self._sleep(delay)
+
+    async def _session(self, ws: ClientConnection, attempt: int) -> tuple[Outcome, float]:
+        """Stream from one open connection until it ends; say how and after how long."""
+        started = self._clock()
+        self._connects += 1
+        self._emit(Connected(self.url, attempt))
+        try:
+            outcome = await self._receive(ws)
+        finally:
+            await _close(ws, "client closing")
+        duration = self._clock() - started
+        self._emit(
+            Disconnected(outcome.code, outcome.reason, outcome.by_server, duration, outcome.fatal)
+        )
+        return outcome, duration
+
+    async def _receive(self, ws: ClientConnection) -> Outcome:
+        stale = self._stale_timeout
+        loop = asyncio.get_running_loop()
+        buffer = self._buffer
+        block = buffer.overflow == "block"
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    if stale is not None:
+                        deadline.reschedule(loop.time() + stale)
+                    # bytes: an undecodable text frame becomes one invalid quote,
+                    # not a connection closed by the library with 1007
+                    raw = await ws.recv(decode=False)
+                    if stale is not None:
+                        deadline.reschedule(None)
+                    quote = self._accept(raw)
+                    if quote is None:
+                        pass
+                    elif block:
+                        await buffer.put(quote)
+                    else:
+                        buffer.offer(quote)
+        except ConnectionClosed as exc:
+            return classify_close(exc)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            reason = f"no message for {stale:g} s"
+            await _close(ws, reason)
+            return Outcome(f"stale stream: {reason}", by_server=False)
+
+    def _accept(self, raw: bytes) -> Quote | None:
+        now = self._wall_clock()
+        try:
+            quote = parse_quote(raw).quote
+        except InvalidQuote as exc:
+            self._invalid += 1
+            self._invalid_log.warning("quotes-client: skipped an invalid message (%s)", exc)
+            return None
+        self._received += 1
+        self._latency.add(now - quote.timestamp.timestamp())
+        return quote
+
+    # -- events ------------------------------------------------------------------
+
+    def _emit(self, event: ConnectionEvent) -> None:
+        self._state = _STATES[type(event)]
+        _log_event(event)
+        for stream in self._streams:
+            stream.push(event)
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:
+                logger.exception("quotes-client: on_event callback failed")
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def _unsubscribe(self, stream: EventStream) -> None:
+        if stream in self._streams:
+            self._streams.remove(stream)
+
+    def _require_started(self) -> None:
+        if self._task is None and not self._finished:
+            raise RuntimeError("start the client first: 'async with QuotesClient(...) as client:'")
+
+
+async def _close(ws: ClientConnection, reason: str) -> None:
+    """
+    Close with 1000, discarding what is still queued.
+
+    The server's close frame arrives behind the data already in flight; when the
+    reader stopped reading (``"block"``, or cancelled), the library's queue is
+    full and would never reach it, so ``close()`` would wait ``close_timeout``.
+    """
+
+    async def discard() -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await ws.recv(decode=False)
+
+    drain = asyncio.get_running_loop().create_task(discard())
+    try:
+        await ws.close(1000, reason)
+    finally:
+        drain.cancel()
+        if ws.state is not State.CLOSED:  # close() itself was cancelled
+            ws.transport.abort()
+
+
+def _log_event(event: ConnectionEvent) -> None:
+    match event:
+        case Connecting(url=url, attempt=attempt):
+            logger.debug("quotes-client: connecting to %s (attempt %d)", url, attempt)
+        case Connected(url=url):
+            logger.info("quotes-client: connected to %s", url)
+        case ConnectFailed(reason=reason):
+            logger.warning("quotes-client: connection failed: %s", reason)
+        case Disconnected(reason=reason):
+            logger.warning("quotes-client: disconnected: %s", reason)
+        case BackingOff(delay=delay):
+            logger.info("quotes-client: reconnecting in %.1f s", delay)
+        case Failed(error=error):
+            logger.info("quotes-client: stopped: %s", error)
+        case Closed():
+            logger.debug("quotes-client: closed")

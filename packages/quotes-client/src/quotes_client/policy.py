@@ -1,0 +1,185 @@
+"""
+Retry or give up: a pure decision about each failure, as tables.
+
+The reconnect loop asks :func:`classify_connect_error` when an attempt to open a
+connection fails and :func:`classify_close` when an open connection ends. Both
+return an :class:`Outcome`; ``outcome.error`` is set only when the failure is
+fatal. No I/O happens here, so the tables are tested on their own.
+
+| failure | verdict | note |
+|---|---|---|
+| connection refused / reset, other ``OSError`` | retry | |
+| handshake or connect timeout | retry | ``open_timeout`` |
+| HTTP 5xx (500, 502, 503, 504 ...) | retry | ``Retry-After`` honoured |
+| HTTP 408, 425, 429 | retry | ``Retry-After`` honoured |
+| HTTP 400, 401, 403, 404, other 4xx | fatal | :class:`HandshakeRejected` |
+| other HTTP status (1xx, 2xx, 3xx) | fatal | not a WebSocket endpoint |
+| malformed handshake response | fatal | :class:`HandshakeFailed` |
+| close 1000 from the server | retry | the caller did not ask to stop |
+| close 1001, 1005, 1006, 1011-1014 | retry | shutdown, Redis down, slow consumer |
+| close 1008, 1009 | fatal | :class:`FatalClose` |
+| close 1002, 1003, 1007, 1010 | fatal | protocol mismatch |
+| any other close code (3000-4999 ...) | retry | |
+| close started by this client | retry | ping timeout, stale stream |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidMessage,
+    InvalidStatus,
+)
+
+from quotes_client.errors import FatalClose, FatalError, HandshakeFailed, HandshakeRejected
+
+__all__ = [
+    "FATAL_CLOSE_CODES",
+    "RETRYABLE_HTTP_4XX",
+    "Outcome",
+    "classify_close",
+    "classify_connect_error",
+    "close_is_fatal",
+    "parse_retry_after",
+    "status_is_fatal",
+]
+
+FATAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
+"""Close codes from the server after which the client does not reconnect."""
+
+RETRYABLE_HTTP_4XX = frozenset({408, 425, 429})
+"""4xx statuses that mean "try again later" rather than "your request is wrong"."""
+
+_MAX_REASON = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """
+    What ended a connection (or an attempt at one) and whether to retry.
+
+    Attributes:
+        reason: human-readable description.
+        code: WebSocket close code, when an open connection ended.
+        status: HTTP status, when the handshake was answered with one.
+        retry_after: seconds the server asked us to wait (``Retry-After``).
+        by_server: the server (or the network) ended it, not this client.
+        error: the exception to raise when the failure is fatal, else ``None``.
+    """
+
+    reason: str
+    code: int | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    by_server: bool = True
+    error: FatalError | None = None
+
+    @property
+    def fatal(self) -> bool:
+        """True when the client must stop instead of reconnecting."""
+        return self.error is not None
+
+
+def close_is_fatal(code: int) -> bool:
+    """Tell whether a close code received from the server ends the stream."""
+    return code in FATAL_CLOSE_CODES
+
+
+def status_is_fatal(status: int) -> bool:
+    """Tell whether an HTTP status answering the handshake ends the stream."""
+    return status < 500 and status not in RETRYABLE_HTTP_4XX
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """
+    Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date).
+
+    Args:
+        value: the raw header value, or ``None`` when absent.
+        now: the current POSIX time, to turn a date into a delay.
+
+    Returns:
+        A non-negative delay, or ``None`` when the header is absent or unreadable.
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def _trim(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+
+
+def _rejected(exc: InvalidStatus, now: float) -> Outcome:
+    response = exc.response
+    status = response.status_code
+    body = (response.body or b"").decode("utf-8", "replace")
+    reason = _trim(body) or response.reason_phrase
+    headers = {name.lower(): value for name, value in response.headers.raw_items()}
+    if status_is_fatal(status):
+        error = HandshakeRejected(status, reason, headers)
+        return Outcome(str(error), status=status, error=error)
+    retry_after = parse_retry_after(headers.get("retry-after"), now)
+    return Outcome(f"HTTP {status}: {reason}", status=status, retry_after=retry_after)
+
+
+def classify_connect_error(exc: Exception, now: float) -> Outcome:
+    """
+    Decide about a failed attempt to open a connection.
+
+    Args:
+        exc: what ``websockets.asyncio.client.connect`` raised.
+        now: the current POSIX time (for ``Retry-After`` dates).
+    """
+    if isinstance(exc, InvalidStatus):
+        return _rejected(exc, now)
+    if isinstance(exc, TimeoutError):
+        return Outcome(f"timed out: {exc}")
+    if isinstance(exc, OSError):
+        return Outcome(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, InvalidMessage) and isinstance(exc.__cause__, EOFError):
+        # the server hung up in the middle of the handshake: a network failure
+        return Outcome(f"connection lost during the handshake: {exc}")
+    if isinstance(exc, InvalidHandshake):
+        error = HandshakeFailed(_trim(f"invalid handshake: {exc}"))
+        return Outcome(str(error), error=error)
+    error = HandshakeFailed(_trim(f"cannot connect: {type(exc).__name__}: {exc}"))
+    return Outcome(str(error), error=error)
+
+
+def classify_close(exc: ConnectionClosed) -> Outcome:
+    """
+    Decide about an open connection that ended.
+
+    The close frame that matters is the one that started the closing handshake:
+    when the server sent it, its code decides; when this client sent it first
+    (keepalive ping timeout, an oversized or undecodable frame, the staleness
+    watchdog) the client reconnects. No close frame at all is 1006 (abnormal).
+    """
+    rcvd, sent = exc.rcvd, exc.sent
+    if rcvd is not None and (sent is None or exc.rcvd_then_sent):
+        code, reason = rcvd.code, rcvd.reason
+        if close_is_fatal(code):
+            error = FatalClose(code, reason)
+            return Outcome(str(error), code=code, error=error)
+        return Outcome(f"closed by the server: {code} {reason!r}", code=code)
+    if sent is not None:
+        return Outcome(
+            f"closed by the client: {sent.code} {sent.reason!r}", code=sent.code, by_server=False
+        )
+    return Outcome("connection lost without a close frame", code=1006)

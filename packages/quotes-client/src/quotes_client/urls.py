@@ -1,0 +1,40 @@
+"""
+Build the stream URL: the server's address plus the ``tickers`` query parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from quotes_core import TickerFilter
+
+__all__ = ["stream_url"]
+
+
+def stream_url(url: str, tickers: Iterable[str] | str | None = None) -> str:
+    """
+    Return ``url`` with its ``tickers`` query parameter set from ``tickers``.
+
+    Args:
+        url: a ``ws://`` or ``wss://`` URL; other query parameters are kept.
+        tickers: symbols (case-insensitive), a comma-separated string, or
+            ``None`` to keep the URL as given (no ``tickers`` parameter means
+            every ticker). ``"*"`` or an empty list also mean every ticker and
+            remove the parameter.
+
+    Raises:
+        ValueError: ``url`` is not a ``ws://`` or ``wss://`` URL.
+        quotes_core.InvalidTickers: a symbol is invalid, or there are too many.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
+    if tickers is None:
+        return url
+    symbols = tickers.split(",") if isinstance(tickers, str) else list(tickers)
+    value = TickerFilter.of(symbols).to_query()
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "tickers"]
+    if value is not None:
+        query.append(("tickers", value))
+    return urlunsplit(parts._replace(query=urlencode(query, safe=",")))
