@@ -1,0 +1,175 @@
+"""
+The ``quotes-client`` command: print the live stream (a ``websocat`` for this API).
+
+Usage::
+
+    quotes-client ws://127.0.0.1:8000/v1/ws/quotes --tickers AAPL,MSFT
+    quotes-client ws://127.0.0.1:8000/v1/ws/quotes --format json | jq .close
+
+One line per quote on standard output (``text``: ticker, close, timestamp,
+latency; ``json``: the canonical quote plus ``latency_ms``); connection events
+on standard error. It reconnects like the library does.
+
+Exit status: 0 after Ctrl-C or SIGTERM (the connection is closed with 1000);
+1 when ``--max-retries`` is exhausted; 2 on a fatal error (HTTP 400/401/403/404
+at the handshake, close code 1008/1009) or invalid arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from quotes_client.buffer import DEFAULT_BUFFER_SIZE
+from quotes_client.client import DEFAULT_OPEN_TIMEOUT, QuotesClient
+from quotes_client.errors import FatalError, RetriesExhausted, StreamError
+from quotes_core import InvalidTickers, Quote, format_timestamp
+
+__all__ = ["EXIT_FATAL", "EXIT_GAVE_UP", "format_quote", "main"]
+
+EXIT_GAVE_UP = 1
+"""Exit status when ``--max-retries`` consecutive attempts failed."""
+
+EXIT_FATAL = 2
+"""Exit status on a fatal error (rejected handshake, fatal close code, bad arguments)."""
+
+
+def format_quote(quote: Quote, fmt: str, now: float) -> str:
+    """
+    One output line for ``quote`` (without the newline).
+
+    Args:
+        quote: the quote to show.
+        fmt: ``"text"`` or ``"json"``.
+        now: the current POSIX time, for the latency.
+    """
+    latency_ms = (now - quote.timestamp.timestamp()) * 1000
+    if fmt == "json":
+        return f'{quote.to_json()[:-1]},"latency_ms":{latency_ms:.3f}}}'
+    return (
+        f"{quote.ticker:<10} {quote.close!r:>14}  {format_timestamp(quote.timestamp)}"
+        f"  {latency_ms:9.1f} ms"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quotes-client",
+        description="Print the live quote stream of a quotes server; reconnects on its own.",
+    )
+    parser.add_argument("url", help="WebSocket URL, e.g. ws://127.0.0.1:8000/v1/ws/quotes")
+    parser.add_argument(
+        "--tickers",
+        nargs="+",
+        metavar="TICKER",
+        help="tickers to receive, space- or comma-separated (default: all)",
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--origin", help="Origin header to send")
+    parser.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="extra handshake header (repeatable)",
+    )
+    parser.add_argument("--open-timeout", type=float, default=DEFAULT_OPEN_TIMEOUT)
+    parser.add_argument("--max-retries", type=int, help="give up after N failed reconnects")
+    parser.add_argument(
+        "--stale-timeout", type=float, help="reconnect after N seconds without a message"
+    )
+    parser.add_argument("--buffer-size", type=int, default=DEFAULT_BUFFER_SIZE)
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="no connection events")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _headers(parser: argparse.ArgumentParser, raw: list[str]) -> dict[str, str]:
+    headers = {}
+    for item in raw:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            parser.error(f"--header expects NAME:VALUE, got {item!r}")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _configure_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.ERROR if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("quotes_client", "websockets"):
+        log = logging.getLogger(name)
+        log.addHandler(handler)
+        log.setLevel(level if name == "quotes_client" or verbose else logging.WARNING)
+        log.propagate = False
+
+
+async def _stream(client: QuotesClient, fmt: str, out: TextIO) -> int:
+    loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[None]] = []
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        # SIGTERM (docker stop, kill) closes cleanly, like Ctrl-C
+        loop.add_signal_handler(
+            signal.SIGTERM, lambda: closing.append(loop.create_task(client.aclose()))
+        )
+    try:
+        async with client:
+            async for quote in client:
+                out.write(format_quote(quote, fmt, time.time()) + "\n")
+                out.flush()
+    except FatalError as exc:
+        print(f"quotes-client: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    except RetriesExhausted as exc:
+        print(f"quotes-client: error: {exc}", file=sys.stderr)
+        return EXIT_GAVE_UP
+    except StreamError as exc:
+        print(f"quotes-client: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command (``argv`` defaults to ``sys.argv[1:]``) and exit."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    headers = _headers(parser, args.header)
+    try:
+        client = QuotesClient(
+            args.url,
+            tickers=[t for item in args.tickers for t in item.split(",")] if args.tickers else None,
+            origin=args.origin,
+            headers=headers,
+            open_timeout=args.open_timeout,
+            max_retries=args.max_retries,
+            stale_timeout=args.stale_timeout,
+            buffer_size=args.buffer_size,
+        )
+    except (ValueError, InvalidTickers) as exc:
+        parser.error(str(exc))
+    _configure_logging(args.quiet, args.verbose)
+    try:
+        status = asyncio.run(_stream(client, args.format, sys.stdout))
+    except KeyboardInterrupt:
+        status = 0
+    except BrokenPipeError:
+        # the reader of our output went away (e.g. `| head`): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 0
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()
