@@ -20,7 +20,9 @@ from quotes_client import (
     Connecting,
     ConnectionEvent,
     Disconnected,
+    Failed,
     QuotesClient,
+    RetriesExhausted,
 )
 from quotes_core import InvalidTickers, Quote
 from tests.client.servers import (
@@ -285,3 +287,35 @@ def test_bad_arguments_fail_before_any_network() -> None:
         QuotesClient("ws://127.0.0.1:9/ws", max_retries=-1)
     with pytest.raises(ValueError):
         QuotesClient("ws://127.0.0.1:9/ws", buffer_size=0)
+
+
+async def test_a_failing_callback_does_not_stop_the_stream(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An on_event callback that raises is logged and ignored; quotes keep flowing."""
+
+    def broken(event: ConnectionEvent) -> None:
+        raise ValueError("bug in the callback")
+
+    with caplog.at_level(logging.ERROR, logger="quotes_client"):
+        async with (
+            StreamServer(send_then_hold(payload("AAPL", 1))) as server,
+            QuotesClient(server.url(), on_event=broken) as client,
+        ):
+            (quote,) = await take(client, 1)
+    assert quote.volume == 1
+    assert any("on_event callback failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_unread_event_stream_is_bounded() -> None:
+    """An events() listener that never reads keeps only the newest ``maxlen`` events."""
+    async with StreamServer(lambda ws, i: ws.close(1011, "again")) as server:
+        client = QuotesClient(server.url(), sleep=RecordingSleep(), max_retries=9)
+        stream = client.events(maxlen=3)
+        async with client:
+            with pytest.raises(RetriesExhausted), anyio.fail_after(10):
+                await take(client, 1)
+    events = [event async for event in stream]
+    assert len(events) == 3
+    assert isinstance(events[-1], Failed)
+    assert stream.dropped > 0
