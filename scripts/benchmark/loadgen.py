@@ -1,0 +1,352 @@
+"""
+A client process of the load generator: many picows WebSocket connections, one loop.
+
+Per message the hot path does the least that is still exact: it checks the ticker
+prefix, finds the ``"timestamp"`` key by a byte search (exact for any compact or
+spaced JSON whose timestamp string is canonical), looks the 26-byte timestamp up
+in a per-process cache (each quote reaches many connections of the same process,
+so it is parsed about once per process), and counts ``receive time - timestamp``
+in a fixed-bucket histogram (see ``latency_histogram``). No JSON parsing, no
+per-message allocation beyond the payload itself.
+
+The orchestrator drives the process through a pipe; see :func:`worker_main` for
+the commands. Connections that the orchestrator *designates* (the slow-consumer
+scenario) are counted apart, and when told to stall they stop reading their
+socket (``pause_reading``) so the server sees a client that makes no progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from feed import TICKER_PREFIX, WARMUP_EPOCH_LIMIT, parse_timestamp
+from latency_histogram import COARSE_BUCKETS, COARSE_PER_FINE, FINE_BUCKETS, LatencyHistogram
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSHandshakeError,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
+
+__all__ = ["WorkerSpec", "worker_main"]
+
+_TEXT = WSMsgType.TEXT
+_CLOSE = WSMsgType.CLOSE
+_PREFIX = b'{"ticker":"' + TICKER_PREFIX.encode()
+_SPACED_PREFIX = b'{"ticker": "' + TICKER_PREFIX.encode()
+_CACHE_LIMIT = 200_000
+_RETRY_STATUSES = {502, 503, 504}
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What one client process connects to."""
+
+    worker_id: int
+    urls: list[str]
+    """One URL per connection (each with its own ``?tickers=``)."""
+    connect_concurrency: int = 64
+    connect_timeout: float = 60.0
+
+
+class Recorder:
+    """Counters and histogram of one client process (one phase at a time)."""
+
+    __slots__ = (
+        "coarse",
+        "designated_disconnected",
+        "designated_received",
+        "disconnected",
+        "fine",
+        "foreign",
+        "malformed",
+        "phase_start",
+        "received",
+        "stale",
+        "ts_cache",
+        "warm",
+    )
+
+    def __init__(self) -> None:
+        self.ts_cache: dict[bytes, float] = {}
+        self.warm = 0
+        self.phase_start = float("inf")
+        self.disconnected = 0
+        self.designated_disconnected = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the counts of the previous phase."""
+        self.fine = [0] * FINE_BUCKETS
+        self.coarse = [0] * COARSE_BUCKETS
+        self.received = 0
+        self.designated_received = 0
+        self.stale = 0
+        self.foreign = 0
+        self.malformed = 0
+
+    def parse(self, ts: bytes) -> float:
+        """Parse and cache a timestamp."""
+        if len(self.ts_cache) >= _CACHE_LIMIT:
+            self.ts_cache.clear()
+        t = parse_timestamp(ts)
+        self.ts_cache[ts] = t
+        return t
+
+    def counts(self) -> dict[str, int]:
+        """The counters, without the histogram."""
+        return {
+            "received": self.received,
+            "designated_received": self.designated_received,
+            "stale": self.stale,
+            "foreign": self.foreign,
+            "malformed": self.malformed,
+            "warm": self.warm,
+            "disconnected": self.disconnected,
+            "designated_disconnected": self.designated_disconnected,
+        }
+
+
+class Client(WSListener):  # type: ignore[misc]
+    """One connection: records every text frame into the shared recorder."""
+
+    __slots__ = ("close_code", "designated", "rec", "transport", "warm")
+
+    def __init__(self, rec: Recorder) -> None:
+        self.rec = rec
+        self.transport: WSTransport | None = None
+        self.warm = False
+        self.designated = False
+        self.close_code: int | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is not _TEXT:
+            if frame.msg_type is _CLOSE:
+                code = frame.get_close_code()
+                self.close_code = int(code)
+                transport.send_close(code)
+                transport.disconnect()
+            return
+        now = time.time()
+        data = frame.get_payload_as_bytes()
+        rec = self.rec
+        if not data.startswith((_PREFIX, _SPACED_PREFIX)):
+            rec.foreign += 1
+            return
+        i = data.find(b'"timestamp"', 12)
+        if i < 0:
+            rec.malformed += 1
+            return
+        j = data.find(b'"', i + 11) + 1
+        ts = data[j : j + 26]
+        t = rec.ts_cache.get(ts)
+        if t is None:
+            t = rec.parse(ts)
+        if t < rec.phase_start:
+            if t < 0:
+                rec.malformed += 1
+                return
+            if t < WARMUP_EPOCH_LIMIT and not self.warm:
+                self.warm = True
+                rec.warm += 1
+            rec.stale += 1
+            return
+        if self.designated:
+            rec.designated_received += 1
+            return
+        rec.received += 1
+        k = int((now - t) * 100_000.0)
+        if k < FINE_BUCKETS:
+            rec.fine[k if k > 0 else 0] += 1
+        else:
+            k //= COARSE_PER_FINE
+            rec.coarse[k if k < COARSE_BUCKETS else COARSE_BUCKETS - 1] += 1
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self.designated:
+            self.rec.designated_disconnected += 1
+        else:
+            self.rec.disconnected += 1
+
+
+class Worker:
+    """The connections of one process and the commands that drive them."""
+
+    def __init__(self, spec: WorkerSpec, conn: Connection) -> None:
+        self.spec = spec
+        self.conn = conn
+        self.rec = Recorder()
+        self.clients: list[Client | None] = [None] * len(spec.urls)
+        self.errors: list[str] = []
+        self.done = asyncio.Event()
+
+    async def _connect_one(self, index: int, sem: asyncio.Semaphore, deadline: float) -> None:
+        url = self.spec.urls[index]
+        delay = 0.1
+        async with sem:
+            while True:
+                try:
+                    _, client = await ws_connect(
+                        lambda: Client(self.rec),
+                        url,
+                        websocket_handshake_timeout=max(1.0, deadline - time.monotonic()),
+                        read_buffer_init_size=4096,
+                    )
+                except (TimeoutError, WSError, OSError) as exc:
+                    status = getattr(getattr(exc, "response", None), "status", None)
+                    retry = status is None or status in _RETRY_STATUSES
+                    if not retry or time.monotonic() + delay > deadline:
+                        if len(self.errors) < 5:
+                            self.errors.append(f"{type(exc).__name__}: {exc}")
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                self.clients[index] = client
+                return
+
+    async def connect_all(self) -> None:
+        """Open every connection (bounded concurrency, retried on 503 until the deadline)."""
+        sem = asyncio.Semaphore(self.spec.connect_concurrency)
+        deadline = time.monotonic() + self.spec.connect_timeout
+        await asyncio.gather(
+            *(self._connect_one(i, sem, deadline) for i in range(len(self.spec.urls)))
+        )
+
+    def _open_clients(self) -> list[Client]:
+        return [c for c in self.clients if c is not None and c.transport is not None]
+
+    def phase(self, start: float, designated: list[int], stall: bool) -> dict[str, Any]:
+        """Begin a measured phase: reset counts, mark designated clients, stall them or not."""
+        marked = set(designated)
+        for i, c in enumerate(self.clients):
+            if c is None or c.transport is None:
+                continue
+            c.designated = i in marked
+            transport = c.transport.underlying_transport
+            if c.designated and stall:
+                transport.pause_reading()
+            elif not transport.is_reading() and not transport.is_closing():
+                transport.resume_reading()
+        self.rec.reset()
+        self.rec.phase_start = start
+        return self.rec.counts()
+
+    def report(self) -> dict[str, Any]:
+        """Counts and the latency histogram of the current phase."""
+        hist = LatencyHistogram()
+        hist.fine, hist.coarse = self.rec.fine, self.rec.coarse
+        fine, coarse = hist.to_sparse()
+        return {**self.rec.counts(), "fine": fine, "coarse": coarse}
+
+    async def close_all(self) -> None:
+        """Close every connection (1000) and wait for them to go, within 10 s."""
+        clients = self._open_clients()
+        for c in clients:
+            assert c.transport is not None
+            with contextlib.suppress(Exception):
+                c.transport.underlying_transport.resume_reading()
+                c.transport.send_close(WSCloseCode.OK)
+                c.transport.disconnect()
+        waits = [c.transport.wait_disconnected() for c in clients if c.transport is not None]
+        if waits:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 10)
+
+    def _read_commands(self, loop: asyncio.AbstractEventLoop) -> None:
+        """
+        Thread: block on the pipe and hand each command to the loop.
+
+        (The loop's own ``add_reader`` would make the pipe non-blocking, and a large
+        reply could then fail half-written.)
+        """
+        while True:
+            try:
+                cmd = self.conn.recv()
+            except (EOFError, OSError):
+                cmd = ("gone",)
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self.on_command, cmd)
+            if cmd[0] in {"close", "gone"}:
+                return
+
+    def on_command(self, cmd: tuple[Any, ...]) -> None:
+        """Handle one command from the orchestrator, on the loop."""
+        name = cmd[0]
+        if name == "gone":
+            self.done.set()
+            return
+        if name == "stats":
+            self.conn.send(("ok", self.rec.counts()))
+        elif name == "phase":
+            self.conn.send(("ok", self.phase(*cmd[1:])))
+        elif name == "report":
+            self.conn.send(("ok", self.report()))
+        elif name == "close":
+            asyncio.get_running_loop().create_task(self._close_and_finish())
+        else:
+            self.conn.send(("error", f"unknown command {name!r}"))
+
+    async def _close_and_finish(self) -> None:
+        await self.close_all()
+        self.conn.send(("ok", self.rec.counts()))
+        self.done.set()
+
+    async def run(self) -> None:
+        """Connect, report, then serve commands until told to close."""
+        await self.connect_all()
+        opened = len(self._open_clients())
+        gc.collect()
+        gc.freeze()
+        self.conn.send(
+            (
+                "ok",
+                {
+                    "opened": opened,
+                    "failed": [i for i, c in enumerate(self.clients) if c is None],
+                    "errors": self.errors,
+                },
+            )
+        )
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=self._read_commands, args=(loop,), name="commands", daemon=True
+        ).start()
+        await self.done.wait()
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:  # pragma: no cover - child process
+    """
+    Entry point of a client process.
+
+    After connecting it sends ``("ok", {"opened", "failed", "errors"})`` (``failed``:
+    local indexes), then obeys
+    commands, one reply each: ``("stats",)`` counters so far; ``("phase", start,
+    designated, stall)`` start counting quotes stamped at or after ``start`` (wall
+    epoch seconds), with the listed local connection indexes counted apart and,
+    if ``stall``, not reading; ``("report",)`` counters and sparse histogram;
+    ``("close",)`` close every connection and exit.
+    """
+    import uvloop
+
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(Worker(spec, conn).run())
+    except KeyboardInterrupt:
+        return
+    except WSHandshakeError as exc:
+        conn.send(("error", str(exc)))

@@ -1,0 +1,329 @@
+"""
+The publisher process: pipelined ``PUBLISH`` to Redis on a fixed schedule.
+
+Quote ``i`` of a phase is due at ``start + i / rate``; its ``timestamp`` is that
+intended time, whether or not the publisher manages to send it then. Each wake-up
+sends every quote that is due in one write (RESP pipelining), so a publisher that
+falls behind catches up in bigger batches instead of silently lowering the rate;
+how far behind it was (send time minus intended time) is reported so the
+benchmark can say when the load generator itself is the bottleneck.
+
+The process speaks raw RESP over one TCP socket (no client library in the hot
+loop) and drains the integer replies without waiting for them. It only ever sends
+``PUBLISH`` (and ``AUTH`` when the URL has a password).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+from urllib.parse import urlsplit
+
+from feed import QuoteFactory, ticker_names
+
+__all__ = ["PhaseStats", "RedisAddress", "publisher_main"]
+
+_MIN_SLEEP = 0.0002
+"""Shortest sleep between wake-ups: batches a few quotes at high rates."""
+
+_MAX_BATCH = 5000
+"""Most quotes in one write."""
+
+GIVE_UP_FACTOR = 2.0
+GIVE_UP_SLACK = 10.0
+"""A phase stops publishing at ``start + duration * GIVE_UP_FACTOR + GIVE_UP_SLACK``
+(Redis or the machine cannot take the rate); what was published by then counts."""
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    """Where to publish, parsed from a ``redis://`` URL."""
+
+    host: str
+    port: int
+    password: str | None = None
+    username: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisAddress:
+        """Parse ``redis://[[user]:password@]host[:port][/db]`` (PUBLISH ignores the db)."""
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError(f"only redis:// URLs are supported, not {url!r}")
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            password=parts.password,
+            username=parts.username or None,
+        )
+
+
+@dataclass
+class PhaseStats:
+    """What one measured phase of publishing did."""
+
+    published: int = 0
+    target: int = 0
+    gave_up: bool = False
+    rate: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    batches: int = 0
+    lag_ms_p50: float = 0.0
+    lag_ms_p99: float = 0.0
+    lag_ms_max: float = 0.0
+    replies: int = 0
+    errors: int = 0
+    receivers_min: int | None = None
+    receivers_max: int | None = None
+
+
+def _command(*args: bytes) -> bytes:
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+class _Replies:
+    """Counts RESP replies arriving on the socket, without ever blocking the publisher."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.count = 0
+        self.errors = 0
+        self.receivers_min: int | None = None
+        self.receivers_max: int | None = None
+        self._rest = b""
+
+    def _consume(self, data: bytes) -> None:
+        lines = (self._rest + data).split(b"\r\n")
+        self._rest = lines.pop()
+        for line in lines:
+            self.count += 1
+            if line[:1] == b":":
+                n = int(line[1:])
+                if self.receivers_min is None or n < self.receivers_min:
+                    self.receivers_min = n
+                if self.receivers_max is None or n > self.receivers_max:
+                    self.receivers_max = n
+            elif line[:1] == b"-":
+                self.errors += 1
+
+    def poll(self) -> None:
+        """Read whatever replies are already there."""
+        while True:
+            try:
+                data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                raise ConnectionError("Redis closed the publisher connection")
+            self._consume(data)
+
+    def wait_for(self, total: int, timeout: float) -> None:
+        """Block until ``total`` replies have arrived, or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        while self.count < total:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(1 << 16)
+            except TimeoutError:
+                return
+            finally:
+                self.sock.settimeout(None)
+            if not data:
+                raise ConnectionError("Redis closed the publisher connection")
+            self._consume(data)
+
+
+class Publisher:
+    """One Redis connection and the phases published through it."""
+
+    def __init__(
+        self, address: RedisAddress, channel: str, ticker_count: int, stop: Any = None
+    ) -> None:
+        self.address = address
+        self.stop = stop
+        self.head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(channel), channel.encode())
+        self.factory = QuoteFactory(ticker_names(ticker_count))
+        self._connect()
+
+    def _connect(self) -> None:
+        address = self.address
+        self.broken = False
+        self.sent = 0
+        self.sock = socket.create_connection((address.host, address.port), timeout=10)
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.replies = _Replies(self.sock)
+        if address.password:
+            auth = [b"AUTH"]
+            if address.username:
+                auth.append(address.username.encode())
+            auth.append(address.password.encode())
+            self.sock.sendall(_command(*auth))
+            self.replies.wait_for(1, 10)
+            if self.replies.count != 1 or self._first_error():
+                raise ConnectionError("Redis AUTH failed")
+            self.replies = _Replies(self.sock)
+
+    def _first_error(self) -> bool:
+        return self.replies.errors > 0
+
+    def _frame(self, payload: bytes) -> bytes:
+        return b"%s$%d\r\n%s\r\n" % (self.head, len(payload), payload)
+
+    def warmup(self, ticker_indexes: list[int]) -> dict[str, Any]:
+        """Publish one warm-up quote for each given ticker and wait for the replies."""
+        before = self.replies.count
+        self.sock.sendall(
+            b"".join(self._frame(self.factory.warmup_quote(i)) for i in ticker_indexes)
+        )
+        self.sent += len(ticker_indexes)
+        self.replies.wait_for(self.sent, 10)
+        return {"published": len(ticker_indexes), "replies": self.replies.count - before}
+
+    def run(self, start: float, rate: float, duration: float, order: list[int]) -> PhaseStats:
+        """
+        Publish ``rate * duration`` quotes on the fixed grid starting at wall time ``start``.
+
+        Args:
+            start: wall-clock (epoch seconds) time of quote 0; should be slightly in
+                the future so every process sees the phase begin.
+            rate: quotes per second.
+            duration: seconds.
+            order: ticker indexes cycled through, one per quote.
+        """
+        total = max(1, int(rate * duration))
+        start_us = int(start * 1_000_000)
+        step_us = 1_000_000 / rate
+        factory, frame, sock, replies = self.factory, self._frame, self.sock, self.replies
+        stop = self.stop
+        n_order = len(order)
+        replies_before, errors_before = replies.count, replies.errors
+        lags: list[float] = []
+        batches = 0
+        now = time.time()
+        if start > now:
+            time.sleep(start - now)
+        cpu0 = time.process_time()
+        wall0 = time.time()
+        give_up_us = start_us + int((duration * GIVE_UP_FACTOR + GIVE_UP_SLACK) * 1_000_000)
+        gave_up = False
+        i = 0
+        while i < total:
+            now_us = int(time.time() * 1_000_000)
+            if now_us > give_up_us or (stop is not None and stop.is_set()):
+                gave_up = True
+                break
+            due = int((now_us - start_us) / step_us) + 1
+            if due > total:
+                due = total
+            if due <= i:
+                wait = (start_us + i * step_us - now_us) / 1_000_000
+                time.sleep(wait if wait > _MIN_SLEEP else _MIN_SLEEP)
+                continue
+            if due - i > _MAX_BATCH:
+                due = i + _MAX_BATCH
+            chunk = b"".join(
+                frame(factory.quote(k, order[k % n_order], start_us + int(k * step_us)))
+                for k in range(i, due)
+            )
+            sock.settimeout(max(1.0, (give_up_us - now_us) / 1_000_000))
+            try:
+                sock.sendall(chunk)
+            except TimeoutError:
+                # Redis stopped reading; the connection is mid-command now, so drop it.
+                gave_up = self.broken = True
+                break
+            finally:
+                sock.settimeout(None)
+            lags.append((now_us - (start_us + i * step_us)) / 1000.0)
+            batches += 1
+            self.sent += due - i
+            i = due
+            replies.poll()
+            if batches % 64 == 0 and replies.count + 200_000 < self.sent:
+                # Redis is far behind reading: wait a little rather than queue megabytes.
+                replies.wait_for(self.sent - 100_000, 1.0)
+        wall1 = time.time()
+        cpu1 = time.process_time()
+        if not self.broken:
+            replies.wait_for(self.sent, 30)
+        lags.sort()
+        stats = PhaseStats(
+            published=i,
+            gave_up=gave_up,
+            target=total,
+            rate=rate,
+            started_at=wall0,
+            finished_at=wall1,
+            wall_seconds=wall1 - wall0,
+            cpu_seconds=cpu1 - cpu0,
+            batches=batches,
+            replies=replies.count - replies_before,
+            errors=replies.errors - errors_before,
+            receivers_min=replies.receivers_min,
+            receivers_max=replies.receivers_max,
+        )
+        if lags:
+            stats.lag_ms_p50 = lags[len(lags) // 2]
+            stats.lag_ms_p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            stats.lag_ms_max = lags[-1]
+        replies.receivers_min = replies.receivers_max = None
+        if self.broken:
+            self.close()
+            self._connect()
+        return stats
+
+    def close(self) -> None:
+        """Close the Redis connection."""
+        self.sock.close()
+
+
+def publisher_main(
+    conn: Connection, redis_url: str, channel: str, ticker_count: int, stop: Any = None
+) -> None:  # pragma: no cover - runs in a child process
+    """
+    Entry point of the publisher process: obey commands from the orchestrator.
+
+    Commands (tuples on ``conn``): ``("warmup", [ticker indexes])``,
+    ``("run", start, rate, duration, order)``, ``("close",)``. Each gets one reply:
+    ``("ok", result)`` or ``("error", message)``. Setting the ``stop`` event (a
+    ``multiprocessing.Event``) ends a running phase early.
+    """
+    try:
+        pub = Publisher(RedisAddress.from_url(redis_url), channel, ticker_count, stop)
+    except OSError as exc:
+        conn.send(("error", f"cannot connect to Redis at {redis_url}: {exc}"))
+        return
+    conn.send(("ok", None))
+    try:
+        while True:
+            cmd = conn.recv()
+            try:
+                if cmd[0] == "warmup":
+                    conn.send(("ok", pub.warmup(cmd[1])))
+                elif cmd[0] == "run":
+                    conn.send(("ok", pub.run(*cmd[1:])))
+                elif cmd[0] == "close":
+                    conn.send(("ok", None))
+                    return
+                else:
+                    conn.send(("error", f"unknown command {cmd[0]!r}"))
+            except OSError as exc:
+                conn.send(("error", f"Redis connection failed: {exc}"))
+                return
+    except (EOFError, KeyboardInterrupt):
+        return
+    finally:
+        pub.close()

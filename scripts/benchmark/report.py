@@ -1,0 +1,193 @@
+"""
+Turning scenario results into headline figures, medians, ratios and text.
+
+Each scenario kind has a few *headline* figures (flat name -> number). With
+``--repeat N`` every server runs the scenario N times; the report gives each
+headline's median over the runs (the machine is noisy) and, when both servers
+ran, the ratio ours / reference of each median.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import platform
+import shutil
+import statistics
+import subprocess
+from typing import Any
+
+import psutil
+
+__all__ = ["headline", "machine_info", "medians", "ratios", "render_text"]
+
+HIGHER_IS_BETTER = {
+    "delivered_per_s",
+    "best_delivered_per_s",
+    "best_rate",
+    "publish_rate",
+}
+"""Headlines where a bigger number is better (for every other one, smaller is)."""
+
+
+def _phase_headline(phase: dict[str, Any], prefix: str = "") -> dict[str, float | None]:
+    lat = phase["latency_ms"]
+    srv = phase["server"]
+    return {
+        f"{prefix}delivered_per_s": phase["delivered_per_s"],
+        f"{prefix}loss_pct": phase["loss_pct"],
+        f"{prefix}p50_ms": lat["p50"],
+        f"{prefix}p90_ms": lat["p90"],
+        f"{prefix}p99_ms": lat["p99"],
+        f"{prefix}p99_9_ms": lat["p99_9"],
+        f"{prefix}max_ms": lat["max"],
+        f"{prefix}server_cpu_percent": srv["cpu_percent"],
+        f"{prefix}server_cpu_us_per_delivery": srv["cpu_us_per_delivery"],
+        f"{prefix}server_rss_max_mib": srv.get("rss_max_mib"),
+        f"{prefix}rss_per_connection_kib": srv["rss_per_connection_kib"],
+    }
+
+
+def headline(result: dict[str, Any]) -> dict[str, float | None]:
+    """The headline figures of one scenario run."""
+    kind = result["kind"]
+    if kind == "idle":
+        idle = result["idle"]
+        return {
+            "connections": idle["connections"],
+            "kib_per_connection": idle["kib_per_connection"],
+            "redis_kib_per_connection": idle["redis_kib_per_connection"],
+        }
+    if kind == "broad":
+        broad = result["broad"]
+        return {
+            "best_rate": broad["best_rate"],
+            "best_delivered_per_s": broad["best_delivered_per_s"],
+            "best_p99_ms": broad["best_p99_ms"],
+        }
+    if kind == "slow":
+        slow = result["slow"]
+        out = {
+            **_phase_headline(slow["baseline"], "baseline_"),
+            **_phase_headline(slow["stalled"], "stalled_"),
+            "p99_delta_ms": slow["p99_delta_ms"],
+            "stalled_rss_growth_mib_per_s": slow["stalled"]["server"].get(
+                "rss_growth_second_half_mib_per_s"
+            ),
+        }
+        return {k: v for k, v in out.items() if "rss_per_connection" not in k}
+    return _phase_headline(result["phase"])
+
+
+def medians(runs: list[dict[str, float | None]]) -> dict[str, float | None]:
+    """Median of each headline over the runs (ignoring runs where it is missing)."""
+    keys: list[str] = []
+    for r in runs:
+        keys.extend(k for k in r if k not in keys)
+    out: dict[str, float | None] = {}
+    for k in keys:
+        values = [v for r in runs if (v := r.get(k)) is not None]
+        out[k] = round(statistics.median(values), 3) if values else None
+    return out
+
+
+def ratios(ours: dict[str, float | None], ref: dict[str, float | None]) -> dict[str, float | None]:
+    """ours / reference for every headline both have (``None`` when undefined)."""
+    out: dict[str, float | None] = {}
+    for k, a in ours.items():
+        b = ref.get(k)
+        out[k] = None if a is None or b is None or b == 0 else round(a / b, 3)
+    return out
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Machine, OS and versions, for the record."""
+    cpu_model = platform.processor() or None
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    redis_version = None
+    binary = shutil.which("redis-server")
+    if binary:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [binary, "--version"], capture_output=True, text=True, timeout=5, check=False
+            ).stdout
+            redis_version = next(
+                (p.split("=", 1)[1] for p in out.split() if p.startswith("v=")), None
+            )
+    return {
+        "cpu_model": cpu_model,
+        "cpus": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "redis_server": redis_version,
+        "packages": {
+            d: _version(d)
+            for d in (
+                "uvicorn",
+                "fastapi",
+                "starlette",
+                "websockets",
+                "uvloop",
+                "httptools",
+                "redis",
+                "hiredis",
+                "picows",
+                "quotes-server",
+            )
+        },
+    }
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float) and not v.is_integer():
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
+    return f"{v:,.0f}"
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """A human-readable summary: headline medians per server, ratios, warnings."""
+    targets: dict[str, Any] = report["targets"]
+    names = list(targets)
+    lines = [
+        f"scenario {report['scenario']} ({report['description']}), "
+        f"{report['settings']['repeat']} run(s) per server, medians:",
+    ]
+    keys: list[str] = []
+    for t in targets.values():
+        keys.extend(k for k in t["median"] if k not in keys)
+    ratio = report.get("ratios")
+    header = ["", *names] + (["ours/ref"] if ratio else [])
+    rows = [header]
+    for k in keys:
+        row = [k, *(_fmt(targets[n]["median"].get(k)) for n in names)]
+        if ratio:
+            row.append(_fmt(ratio.get(k)))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        lines.append(
+            "  "
+            + "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    for n in names:
+        for i, run in enumerate(targets[n]["runs"]):
+            for w in run.get("warnings", []):
+                lines.append(f"  warning [{n} run {i + 1}]: {w}")
+    return "\n".join(lines)

@@ -1,0 +1,229 @@
+"""
+The named scenarios and how each one runs against one server.
+
+===============  ====================================================================
+``custom``       one measured phase with exactly the options given (the contract's
+                 command line: defaults to the spec case's shape)
+``spec``         1,000 clients x 10 of 300 tickers x 3,000 quotes/s (~100k deliveries/s)
+``idle-memory``  5,000 idle connections; server RSS growth per connection, in KiB
+``broad``        1,000 clients x all tickers, rate rising step by step until p99 > 50 ms
+                 or loss > 0; the highest passing step's deliveries/s
+``ingest``       10 clients x all tickers x 10,000 quotes/s
+``slow``         the spec load twice on the same connections: once with everybody
+                 reading, once with 5% of clients stalled (not reading); the others'
+                 p99 in both, and the server's RSS over the stalled phase
+===============  ====================================================================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rig import Rig, RigConfig
+
+__all__ = ["PRESETS", "Preset", "run_scenario"]
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults of one scenario (any command-line option overrides them)."""
+
+    kind: str
+    clients: int
+    tickers_per_client: int | None
+    rate: float
+    duration: float
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    "custom": Preset("load", 1000, 10, 3000, 300, "one phase with the given options"),
+    "spec": Preset(
+        "load", 1000, 10, 3000, 30, "1,000 clients x 10 of 300 tickers x 3,000 quotes/s"
+    ),
+    "idle-memory": Preset("idle", 5000, 10, 0, 0, "5,000 idle connections: KiB per connection"),
+    "broad": Preset(
+        "broad", 1000, None, 1, 10, "1,000 clients x all tickers, rising rate until p99 > limit"
+    ),
+    "ingest": Preset("load", 10, None, 10_000, 30, "10 clients x all tickers x 10,000 quotes/s"),
+    "slow": Preset("slow", 1000, 10, 3000, 30, "spec load, then again with 5% of clients stalled"),
+}
+
+BROAD_LADDER = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500)
+"""Quotes/s steps of the broad scenario (x clients = deliveries/s); the first is ``--rate``."""
+
+
+@dataclass(frozen=True)
+class ScenarioOptions:
+    """What the scenario runner needs beyond the rig's shape."""
+
+    kind: str
+    rate: float
+    duration: float
+    p99_limit_ms: float = 50.0
+    stalled_fraction: float = 0.05
+    max_rate: float = 1500.0
+    warmup_timeout: float = 60.0
+
+
+def _brief(phase: dict[str, Any]) -> str:
+    lat = phase["latency_ms"]
+    return (
+        f"rate {phase['rate']:g}/s: {phase['received']}/{phase['expected']} delivered "
+        f"(loss {phase['loss_pct']:.3f}%), {phase['delivered_per_s']:.0f}/s, "
+        f"p50 {lat['p50']} ms p99 {lat['p99']} ms max {lat['max']} ms, "
+        f"server CPU {phase['server']['cpu_percent']:.0f}%"
+    )
+
+
+def _log_phase(phase: dict[str, Any], log: Log, prefix: str = "") -> None:
+    log(prefix + _brief(phase))
+    for w in phase["warnings"]:
+        log(f"  warning: {w}")
+
+
+def _open(rig: Rig, opts: ScenarioOptions, log: Log) -> dict[str, Any]:
+    log(f"opening {rig.cfg.clients} connections over {rig.cfg.client_processes} processes")
+    connect = rig.open()
+    log(f"opened {connect['opened']} (failed {connect['failed']}) in {connect['seconds']} s")
+    for err in connect["errors"]:
+        log(f"  connect error: {err}")
+    warm = rig.warm_up(opts.warmup_timeout)
+    log(
+        f"warm-up: {warm['warm']}/{warm['of']} connections received a quote "
+        f"({warm['rounds']} rounds)"
+    )
+    return {"connect": connect, "warmup": warm}
+
+
+def _idle(rig: Rig, setup: dict[str, Any], log: Log) -> dict[str, Any]:
+    """Wait for the server's RSS to settle, then divide its growth by the connections."""
+    deadline = time.monotonic() + 15
+    samples = [rig.sample_rss()]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        samples.append(rig.sample_rss())
+        if len(samples) >= 3 and abs(samples[-1] - samples[-3]) <= 0.005 * samples[-1]:
+            break
+    base = rig.baseline_rss or 0
+    after = samples[-1]
+    opened = setup["connect"]["opened"]
+    kib = round((after - base) / 1024 / opened, 1) if opened else None
+    log(f"idle: server RSS {base / 2**20:.1f} -> {after / 2**20:.1f} MiB: {kib} KiB per connection")
+    return {
+        "connections": opened,
+        "rss_before_mib": round(base / 2**20, 1),
+        "rss_after_mib": round(after / 2**20, 1),
+        "kib_per_connection": kib,
+        "redis_kib_per_connection": rig.redis_kib_per_connection(),
+    }
+
+
+def _broad(rig: Rig, opts: ScenarioOptions, log: Log) -> dict[str, Any]:
+    ladder = [r for r in BROAD_LADDER if opts.rate <= r <= opts.max_rate]
+    if not ladder or ladder[0] != opts.rate:
+        ladder.insert(0, opts.rate)
+    steps: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    failed: dict[str, Any] | None = None
+
+    def passes(phase: dict[str, Any]) -> bool:
+        p99 = phase["latency_ms"]["p99"]
+        return bool(phase["lost"] == 0 and p99 is not None and p99 <= opts.p99_limit_ms)
+
+    for rate in ladder:
+        phase = rig.measure(rate, opts.duration, label=f"broad@{rate:g}")
+        phase["passed"] = passes(phase)
+        steps.append(phase)
+        _log_phase(phase, log, "PASS " if phase["passed"] else "FAIL ")
+        if not phase["passed"]:
+            failed = phase
+            break
+        best = phase
+    if best is not None and failed is not None:
+        # One step between the last pass and the first failure, to narrow the edge.
+        mid = round(math.sqrt(best["rate"] * failed["rate"]), 1)
+        if best["rate"] < mid < failed["rate"]:
+            phase = rig.measure(mid, opts.duration, label=f"broad@{mid:g}")
+            phase["passed"] = passes(phase)
+            steps.append(phase)
+            _log_phase(phase, log, "PASS " if phase["passed"] else "FAIL ")
+            if phase["passed"]:
+                best = phase
+    return {
+        "steps": steps,
+        "p99_limit_ms": opts.p99_limit_ms,
+        "best_rate": best["rate"] if best else None,
+        "best_delivered_per_s": best["delivered_per_s"] if best else 0.0,
+        "best_p99_ms": best["latency_ms"]["p99"] if best else None,
+        "first_failure": (
+            None
+            if failed is None
+            else {
+                "rate": failed["rate"],
+                "p99_ms": failed["latency_ms"]["p99"],
+                "loss_pct": failed["loss_pct"],
+            }
+        ),
+    }
+
+
+def _slow(rig: Rig, opts: ScenarioOptions, log: Log) -> dict[str, Any]:
+    every = max(1, round(1 / opts.stalled_fraction)) if opts.stalled_fraction > 0 else 0
+    designated = {c for c in range(rig.cfg.clients) if every and c % every == 0}
+    log(f"slow: {len(designated)} designated clients; phase 1: everybody reads")
+    base = rig.measure(opts.rate, opts.duration, designated=designated, label="all-reading")
+    _log_phase(base, log)
+    log(f"phase 2: the {len(designated)} designated clients stop reading")
+    stalled = rig.measure(
+        opts.rate, opts.duration, designated=designated, stall=True, label="with-stalled"
+    )
+    _log_phase(stalled, log)
+    p99_a, p99_b = base["latency_ms"]["p99"], stalled["latency_ms"]["p99"]
+    delta = None if p99_a is None or p99_b is None else round(p99_b - p99_a, 3)
+    return {
+        "stalled_clients": len(designated),
+        "baseline": base,
+        "stalled": stalled,
+        "p99_delta_ms": delta,
+    }
+
+
+def run_scenario(
+    cfg: RigConfig,
+    opts: ScenarioOptions,
+    *,
+    server_pids: list[int],
+    redis_pids: list[int],
+    log: Log,
+) -> dict[str, Any]:
+    """
+    Run one scenario once against one server and return its result.
+
+    Args:
+        cfg: the rig's shape (URL, Redis, clients, filters, processes).
+        opts: the scenario kind and its parameters.
+        server_pids: PIDs of the server under test (their children are included).
+        redis_pids: PIDs of a private Redis to watch, if any.
+        log: progress sink (one line per call).
+    """
+    with Rig(cfg, server_pids=server_pids, redis_pids=redis_pids) as rig:
+        setup = _open(rig, opts, log)
+        out: dict[str, Any] = {"kind": opts.kind, **setup}
+        if opts.kind == "idle":
+            out["idle"] = _idle(rig, setup, log)
+        elif opts.kind == "broad":
+            out["broad"] = _broad(rig, opts, log)
+        elif opts.kind == "slow":
+            out["slow"] = _slow(rig, opts, log)
+        else:
+            phase = rig.measure(opts.rate, opts.duration, label="load")
+            _log_phase(phase, log)
+            out["phase"] = phase
+        return out
