@@ -1,0 +1,114 @@
+"""
+Smoke run of the benchmark: a few seconds of tiny load, and a complete report.
+
+The benchmark starts its own private ``redis-server`` and the server under test
+(``--spawn``), so nothing here touches a shared Redis. Only the report's shape
+and ``received > 0`` are checked: timings are never asserted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.processes import REDIS_INSTALL_HINT
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARK = ROOT / "scripts" / "benchmark" / "ws_latency_benchmark.py"
+LATENCY_KEYS = ("p50", "p90", "p99", "p99_9", "max")
+
+
+def _run_benchmark(*args: str, timeout: float = 240) -> dict[str, Any]:
+    if shutil.which("redis-server") is None:
+        pytest.fail(REDIS_INSTALL_HINT, pytrace=False)
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARK), *args, "--json", "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"benchmark failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _check_phase(phase: dict[str, Any]) -> None:
+    for key in ("published", "expected", "received", "lost"):
+        assert isinstance(phase[key], int), key
+    assert phase["published"] > 0
+    assert phase["expected"] > 0
+    assert phase["received"] > 0
+    for key in ("loss_pct", "delivered_per_s", "publish_rate"):
+        assert _is_number(phase[key]), key
+    assert set(phase["latency_ms"]) == set(LATENCY_KEYS)
+    assert all(_is_number(phase["latency_ms"][k]) for k in LATENCY_KEYS)
+    server = phase["server"]
+    assert server["pids"]
+    for key in ("cpu_percent", "rss_start_mib", "rss_end_mib", "rss_max_mib"):
+        assert _is_number(server[key]), key
+    assert _is_number(server["rss_per_connection_kib"])
+    gen = phase["load_generator"]
+    assert len(gen["client_cpu_percent"]) == gen["client_processes"] >= 1
+    for key in ("publisher_cpu_percent", "machine_cpu_percent"):
+        assert _is_number(gen[key]), key
+    assert set(gen["publisher_lag_ms"]) == {"p50", "p99", "max"}
+    assert isinstance(gen["saturated"], bool)
+    assert isinstance(phase["warnings"], list)
+
+
+def _targets() -> list[Any]:
+    ours_missing = importlib.util.find_spec("quotes_server.app") is None
+    return [
+        "reference",
+        pytest.param(
+            "ours",
+            marks=pytest.mark.skipif(ours_missing, reason="the product server is not there yet"),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("target", _targets())
+def test_benchmark_produces_a_complete_report(target: str) -> None:
+    """A 3-second run at 20 quotes/s to 5 clients yields every field of the report."""
+    report = _run_benchmark(
+        "--spawn", target,
+        "--clients", "5",
+        "--rate", "20",
+        "--duration", "3",
+        "--client-processes", "2",
+        "--drain-timeout", "10",
+    )  # fmt: skip
+    assert report["scenario"] == "custom"
+    assert report["machine"]["cpus"] >= 1
+    assert report["settings"]["clients"] == 5
+    result = report["targets"][target]
+    assert len(result["runs"]) == 1
+    run = result["runs"][0]
+    assert run["connect"]["opened"] == 5
+    assert run["warmup"]["warm"] == 5
+    _check_phase(run["phase"])
+    assert set(result["median"]) >= {"delivered_per_s", "loss_pct", "p99_ms", "server_cpu_percent"}
+    assert result["median"]["delivered_per_s"] > 0
+
+
+def test_idle_memory_scenario_reports_kib_per_connection() -> None:
+    """The idle-memory preset, shrunk to 20 connections, reports KiB per connection."""
+    report = _run_benchmark("--spawn", "reference", "--scenario", "idle-memory", "--clients", "20")
+    run = report["targets"]["reference"]["runs"][0]
+    assert run["connect"]["opened"] == 20
+    assert _is_number(run["idle"]["kib_per_connection"])
+    assert _is_number(report["targets"]["reference"]["median"]["kib_per_connection"])
