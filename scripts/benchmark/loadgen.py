@@ -64,13 +64,16 @@ class Recorder:
     """Counters and histogram of one client process (one phase at a time)."""
 
     __slots__ = (
+        "close_codes",
         "coarse",
         "designated_disconnected",
         "designated_received",
         "disconnected",
         "fine",
         "foreign",
+        "last_receipt",
         "malformed",
+        "open_at_start",
         "phase_start",
         "received",
         "stale",
@@ -81,13 +84,16 @@ class Recorder:
     def __init__(self) -> None:
         self.ts_cache: dict[bytes, float] = {}
         self.warm = 0
+        self.open_at_start = 0
         self.phase_start = float("inf")
-        self.disconnected = 0
-        self.designated_disconnected = 0
         self.reset()
 
     def reset(self) -> None:
         """Forget the counts of the previous phase."""
+        self.disconnected = 0
+        self.designated_disconnected = 0
+        self.close_codes: dict[int, int] = {}
+        self.last_receipt = 0.0
         self.fine = [0] * FINE_BUCKETS
         self.coarse = [0] * COARSE_BUCKETS
         self.received = 0
@@ -105,7 +111,7 @@ class Recorder:
         return t
 
     def counts(self) -> dict[str, int]:
-        """The counters, without the histogram."""
+        """The counters, without the histogram (close codes: see ``close_codes``)."""
         return {
             "received": self.received,
             "designated_received": self.designated_received,
@@ -115,19 +121,21 @@ class Recorder:
             "warm": self.warm,
             "disconnected": self.disconnected,
             "designated_disconnected": self.designated_disconnected,
+            "open_at_start": self.open_at_start,
         }
 
 
 class Client(WSListener):  # type: ignore[misc]
     """One connection: records every text frame into the shared recorder."""
 
-    __slots__ = ("close_code", "designated", "rec", "transport", "warm")
+    __slots__ = ("close_code", "closed", "designated", "rec", "transport", "warm")
 
     def __init__(self, rec: Recorder) -> None:
         self.rec = rec
         self.transport: WSTransport | None = None
         self.warm = False
         self.designated = False
+        self.closed = False
         self.close_code: int | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -138,6 +146,8 @@ class Client(WSListener):  # type: ignore[misc]
             if frame.msg_type is _CLOSE:
                 code = frame.get_close_code()
                 self.close_code = int(code)
+                codes = self.rec.close_codes
+                codes[self.close_code] = codes.get(self.close_code, 0) + 1
                 transport.send_close(code)
                 transport.disconnect()
             return
@@ -169,6 +179,7 @@ class Client(WSListener):  # type: ignore[misc]
             rec.designated_received += 1
             return
         rec.received += 1
+        rec.last_receipt = now
         k = int((now - t) * 100_000.0)
         if k < FINE_BUCKETS:
             rec.fine[k if k > 0 else 0] += 1
@@ -177,6 +188,11 @@ class Client(WSListener):  # type: ignore[misc]
             rec.coarse[k if k < COARSE_BUCKETS else COARSE_BUCKETS - 1] += 1
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+        if self.close_code is None:
+            # Dropped without a close frame: what browsers report as 1006.
+            codes = self.rec.close_codes
+            codes[1006] = codes.get(1006, 0) + 1
         if self.designated:
             self.rec.designated_disconnected += 1
         else:
@@ -228,7 +244,9 @@ class Worker:
         )
 
     def _open_clients(self) -> list[Client]:
-        return [c for c in self.clients if c is not None and c.transport is not None]
+        return [
+            c for c in self.clients if c is not None and c.transport is not None and not c.closed
+        ]
 
     def phase(self, start: float, designated: list[int], stall: bool) -> dict[str, Any]:
         """Begin a measured phase: reset counts, mark designated clients, stall them or not."""
@@ -243,7 +261,10 @@ class Worker:
             elif not transport.is_reading() and not transport.is_closing():
                 transport.resume_reading()
         self.rec.reset()
-        self.rec.phase_start = start
+        self.rec.open_at_start = len(self._open_clients())
+        # Timestamps carry whole microseconds and float epochs are exact to a fraction
+        # of one, so quote 0 of the phase (stamped ``start``) may parse a hair earlier.
+        self.rec.phase_start = start - 2e-6
         return self.rec.counts()
 
     def report(self) -> dict[str, Any]:
@@ -251,7 +272,13 @@ class Worker:
         hist = LatencyHistogram()
         hist.fine, hist.coarse = self.rec.fine, self.rec.coarse
         fine, coarse = hist.to_sparse()
-        return {**self.rec.counts(), "fine": fine, "coarse": coarse}
+        return {
+            **self.rec.counts(),
+            "fine": fine,
+            "coarse": coarse,
+            "close_codes": dict(self.rec.close_codes),
+            "last_receipt": self.rec.last_receipt,
+        }
 
     async def close_all(self) -> None:
         """Close every connection (1000) and wait for them to go, within 10 s."""

@@ -2,11 +2,14 @@
 The publisher process: pipelined ``PUBLISH`` to Redis on a fixed schedule.
 
 Quote ``i`` of a phase is due at ``start + i / rate``; its ``timestamp`` is that
-intended time, whether or not the publisher manages to send it then. Each wake-up
-sends every quote that is due in one write (RESP pipelining), so a publisher that
-falls behind catches up in bigger batches instead of silently lowering the rate;
-how far behind it was (send time minus intended time) is reported so the
-benchmark can say when the load generator itself is the bottleneck.
+intended time, whether or not the publisher manages to send it then. The publisher
+wakes up once per tick (0.5 ms by default: waking for every quote costs a lot of CPU
+on a small machine) and sends every quote due by then in one write (RESP
+pipelining). The batching delay (under a tick) therefore counts in the measured
+latency, and a publisher that falls behind catches up in bigger batches instead
+of silently lowering the rate; how far behind it was (send time minus intended
+time) is reported so the benchmark can say when the load generator itself is
+the bottleneck.
 
 The process speaks raw RESP over one TCP socket (no client library in the hot
 loop) and drains the integer replies without waiting for them. It only ever sends
@@ -26,8 +29,8 @@ from feed import QuoteFactory, ticker_names
 
 __all__ = ["PhaseStats", "RedisAddress", "publisher_main"]
 
-_MIN_SLEEP = 0.0002
-"""Shortest sleep between wake-ups: batches a few quotes at high rates."""
+DEFAULT_TICK = 0.0005
+"""Seconds between the publisher's wake-ups; each sends every quote due by then."""
 
 _MAX_BATCH = 5000
 """Most quotes in one write."""
@@ -149,10 +152,16 @@ class Publisher:
     """One Redis connection and the phases published through it."""
 
     def __init__(
-        self, address: RedisAddress, channel: str, ticker_count: int, stop: Any = None
+        self,
+        address: RedisAddress,
+        channel: str,
+        ticker_count: int,
+        stop: Any = None,
+        tick: float = DEFAULT_TICK,
     ) -> None:
         self.address = address
         self.stop = stop
+        self.tick = tick
         self.head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(channel), channel.encode())
         self.factory = QuoteFactory(ticker_names(ticker_count))
         self._connect()
@@ -204,10 +213,10 @@ class Publisher:
             order: ticker indexes cycled through, one per quote.
         """
         total = max(1, int(rate * duration))
-        start_us = int(start * 1_000_000)
+        start_us = round(start * 1_000_000)
         step_us = 1_000_000 / rate
         factory, frame, sock, replies = self.factory, self._frame, self.sock, self.replies
-        stop = self.stop
+        stop, tick = self.stop, self.tick
         n_order = len(order)
         replies_before, errors_before = replies.count, replies.errors
         lags: list[float] = []
@@ -229,8 +238,9 @@ class Publisher:
             if due > total:
                 due = total
             if due <= i:
+                # Nothing due: sleep until quote i is, but at least one tick.
                 wait = (start_us + i * step_us - now_us) / 1_000_000
-                time.sleep(wait if wait > _MIN_SLEEP else _MIN_SLEEP)
+                time.sleep(wait if wait > tick else tick)
                 continue
             if due - i > _MAX_BATCH:
                 due = i + _MAX_BATCH
@@ -252,6 +262,10 @@ class Publisher:
             self.sent += due - i
             i = due
             replies.poll()
+            # Sleep out the rest of the tick, so a wake-up always carries a tick's worth.
+            rest = tick - (time.time() * 1_000_000 - now_us) / 1_000_000
+            if rest > 0 and i < total:
+                time.sleep(rest)
             if batches % 64 == 0 and replies.count + 200_000 < self.sent:
                 # Redis is far behind reading: wait a little rather than queue megabytes.
                 replies.wait_for(self.sent - 100_000, 1.0)
@@ -291,7 +305,12 @@ class Publisher:
 
 
 def publisher_main(
-    conn: Connection, redis_url: str, channel: str, ticker_count: int, stop: Any = None
+    conn: Connection,
+    redis_url: str,
+    channel: str,
+    ticker_count: int,
+    stop: Any = None,
+    tick: float = DEFAULT_TICK,
 ) -> None:  # pragma: no cover - runs in a child process
     """
     Entry point of the publisher process: obey commands from the orchestrator.
@@ -302,7 +321,7 @@ def publisher_main(
     ``multiprocessing.Event``) ends a running phase early.
     """
     try:
-        pub = Publisher(RedisAddress.from_url(redis_url), channel, ticker_count, stop)
+        pub = Publisher(RedisAddress.from_url(redis_url), channel, ticker_count, stop, tick)
     except OSError as exc:
         conn.send(("error", f"cannot connect to Redis at {redis_url}: {exc}"))
         return

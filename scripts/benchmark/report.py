@@ -15,19 +15,12 @@ import platform
 import shutil
 import statistics
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 __all__ = ["headline", "machine_info", "medians", "ratios", "render_text"]
-
-HIGHER_IS_BETTER = {
-    "delivered_per_s",
-    "best_delivered_per_s",
-    "best_rate",
-    "publish_rate",
-}
-"""Headlines where a bigger number is better (for every other one, smaller is)."""
 
 
 def _phase_headline(phase: dict[str, Any], prefix: str = "") -> dict[str, float | None]:
@@ -60,10 +53,13 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
         }
     if kind == "broad":
         broad = result["broad"]
+        cap = broad["lossless_capacity"] or {}
         return {
             "best_rate": broad["best_rate"],
             "best_delivered_per_s": broad["best_delivered_per_s"],
             "best_p99_ms": broad["best_p99_ms"],
+            "lossless_delivered_per_s": cap.get("delivered_per_s"),
+            "lossless_p99_ms": cap.get("p99_ms"),
         }
     if kind == "slow":
         slow = result["slow"]
@@ -107,6 +103,31 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _git_state() -> dict[str, Any] | None:
+    """The commit the benchmark ran at, and whether the tree had local changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "packages", "scripts"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "local_changes": bool(dirty)}
+
+
 def machine_info() -> dict[str, Any]:
     """Machine, OS and versions, for the record."""
     cpu_model = platform.processor() or None
@@ -126,6 +147,7 @@ def machine_info() -> dict[str, Any]:
                 (p.split("=", 1)[1] for p in out.split() if p.startswith("v=")), None
             )
     return {
+        "git": _git_state(),
         "cpu_model": cpu_model,
         "cpus": psutil.cpu_count(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
@@ -153,18 +175,25 @@ def machine_info() -> dict[str, Any]:
 def _fmt(v: float | None) -> str:
     if v is None:
         return "-"
-    if isinstance(v, float) and not v.is_integer():
-        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.1f}"
-    return f"{v:,.0f}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.3g}" if v else "0"
 
 
 def render_text(report: dict[str, Any]) -> str:
     """A human-readable summary: headline medians per server, ratios, warnings."""
     targets: dict[str, Any] = report["targets"]
     names = list(targets)
+    m = report["machine"]
+    git = m.get("git") or {}
     lines = [
-        f"scenario {report['scenario']} ({report['description']}), "
-        f"{report['settings']['repeat']} run(s) per server, medians:",
+        f"scenario {report['scenario']} ({report['description']}); "
+        f"{report['settings']['repeat']} run(s) per server, medians",
+        f"machine: {m['cpus']} x {m['cpu_model']}, Python {m['python']}, "
+        f"redis-server {m['redis_server']}, commit {git.get('commit', '?')}"
+        + (" (with local changes)" if git.get("local_changes") else ""),
     ]
     keys: list[str] = []
     for t in targets.values():
@@ -179,15 +208,13 @@ def render_text(report: dict[str, Any]) -> str:
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
-        lines.append(
-            "  "
-            + "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
+        cells = (
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
         )
+        lines.append("  " + "  ".join(cells))
     for n in names:
         for i, run in enumerate(targets[n]["runs"]):
-            for w in run.get("warnings", []):
+            for w in dict.fromkeys(run.get("warnings", [])):
                 lines.append(f"  warning [{n} run {i + 1}]: {w}")
     return "\n".join(lines)

@@ -61,7 +61,7 @@ class RigConfig:
     connect_timeout: float = 120.0
     drain_timeout: float = 30.0
     quiet_seconds: float = 2.0
-    memory_limit: int = 8 * 1024**3
+    memory_limit: int = 4 * 1024**3
     """Server + Redis RSS (bytes) at which a phase stops publishing early."""
 
 
@@ -308,21 +308,29 @@ class Rig:
             "seconds": round(time.monotonic() - started, 2),
         }
 
-    def _wait_quiet(self, key: str, timeout: float, target: int | None = None) -> bool:
-        """Wait until counter ``key`` stops moving (or reaches ``target``); True if it did."""
+    def _wait_quiet(
+        self, key: str, timeout: float, target: int | None = None
+    ) -> tuple[bool, float]:
+        """
+        Wait until counter ``key`` stops moving (or reaches ``target``).
+
+        Returns:
+            Whether it did before the timeout, and the wall time it last moved.
+        """
         deadline = time.monotonic() + timeout
         last = -1
         last_change = time.monotonic()
+        last_change_wall = time.time()
         while time.monotonic() < deadline:
             value = self._stats()[key]
-            if target is not None and value >= target:
-                return True
             if value != last:
-                last, last_change = value, time.monotonic()
-            elif time.monotonic() - last_change >= self.cfg.quiet_seconds:
-                return True
+                last, last_change, last_change_wall = value, time.monotonic(), time.time()
+            if target is not None and value >= target:
+                return True, last_change_wall
+            if time.monotonic() - last_change >= self.cfg.quiet_seconds:
+                return True, last_change_wall
             time.sleep(0.1)
-        return False
+        return False, last_change_wall
 
     # --- measurement --------------------------------------------------------------
 
@@ -360,7 +368,7 @@ class Rig:
         assert self.watch is not None
         designated = designated or set()
         measured = set(range(self.cfg.clients)) - designated - self.failed
-        start = time.time() + 0.5
+        start = round(time.time() + 0.5, 3)
         for w, (conn, local) in enumerate(
             zip(self.worker_conns, self._local(designated), strict=True)
         ):
@@ -391,21 +399,30 @@ class Rig:
         pub: PhaseStats = _reply(self.publisher_conn, 60, "publisher")
 
         expected = self._expected(pub.published, order, measured)
-        drained = self._wait_quiet("received", self.cfg.drain_timeout, target=expected)
+        drained, _ = self._wait_quiet("received", self.cfg.drain_timeout, target=expected)
         if memory_stop:
             self.memory_stops += 1
         rss.add(rss_bytes(server_procs))
 
         hist = LatencyHistogram()
-        counts: dict[str, int] = {}
+        counts: dict[str, Any] = {}
+        close_codes: dict[int, int] = {}
+        last_receipt = 0.0
         for w, conn in enumerate(self.worker_conns):
             rep = _call(conn, ("report",), 60, f"client process {w}")
             hist.merge_sparse(rep.pop("fine"), rep.pop("coarse"))
+            last_receipt = max(last_receipt, rep.pop("last_receipt"))
+            for code, n in rep.pop("close_codes").items():
+                close_codes[code] = close_codes.get(code, 0) + n
             for key, v in rep.items():
                 counts[key] = counts.get(key, 0) + v
+        counts["close_codes"] = close_codes
+        # Deliveries per second over the time they took: the schedule, or longer when
+        # the server was still catching up after publishing ended.
+        active = max(pub.published / rate, last_receipt - start)
         return self._result(
             label, rate, duration, pub, expected, counts, hist, drained, cpu0, cpu1,
-            machine0, machine1, watch, rss, len(designated), stall,
+            machine0, machine1, watch, rss, len(designated), stall, active,
         )  # fmt: skip
 
     def _result(
@@ -415,7 +432,7 @@ class Rig:
         duration: float,
         pub: PhaseStats,
         expected: int,
-        counts: dict[str, int],
+        counts: dict[str, Any],
         hist: LatencyHistogram,
         drained: bool,
         cpu0: CpuSnapshot,
@@ -426,9 +443,12 @@ class Rig:
         rss: _RssTrace,
         designated: int,
         stall: bool,
+        active: float,
     ) -> dict[str, Any]:
         received = counts["received"]
-        wall = max(1e-9, pub.wall_seconds)
+        # The schedule spans published / rate seconds (quote 0 at 0 s, the last one a
+        # step before the end); a late publisher stretches it.
+        wall = max(1e-9, pub.wall_seconds, pub.published / rate)
         pct = cpu1.percent_since(cpu0)
         server_pids = [p.pid for p in watch.server]
         server_cpu = sum(pct.get(pid, 0.0) for pid in server_pids)
@@ -493,6 +513,20 @@ class Rig:
                 f"deliveries still arriving {self.cfg.drain_timeout:.0f}s after publishing "
                 "ended: the rest count as lost"
             )
+        closed = counts["disconnected"]
+        if closed:
+            codes = ", ".join(f"{c} x{n}" for c, n in sorted(counts["close_codes"].items()))
+            warnings.append(
+                f"{closed} measured connection(s) closed during the phase (close codes: "
+                f"{codes}; 1006 = dropped without a close frame): their later quotes count "
+                "as lost"
+            )
+        already_closed = self.opened - counts["open_at_start"]
+        if already_closed > 0:
+            warnings.append(
+                f"{already_closed} connection(s) were already closed when the phase began: "
+                "their quotes count as lost"
+            )
         if self.cold:
             warnings.append(
                 f"{self.cold} connection(s) received no warm-up quote: not subscribed, "
@@ -518,13 +552,15 @@ class Rig:
             "loss_pct": round(100.0 * max(0, expected - received) / expected, 4)
             if expected
             else 0.0,
-            "delivered_per_s": round(received / wall, 1),
+            "delivered_per_s": round(received / max(wall, active), 1),
+            "delivery_seconds": round(max(wall, active), 3),
             "latency_ms": latency_ms,
             "drained": drained,
             "stale": counts["stale"],
             "foreign": counts["foreign"],
             "malformed": counts["malformed"],
             "disconnected": counts["disconnected"],
+            "close_codes": {str(c): n for c, n in sorted(counts["close_codes"].items())},
             "designated": {
                 "clients": designated,
                 "stalled": stall,

@@ -6,8 +6,10 @@ The named scenarios and how each one runs against one server.
                  command line: defaults to the spec case's shape)
 ``spec``         1,000 clients x 10 of 300 tickers x 3,000 quotes/s (~100k deliveries/s)
 ``idle-memory``  5,000 idle connections; server RSS growth per connection, in KiB
-``broad``        1,000 clients x all tickers, rate rising step by step until p99 > 50 ms
-                 or loss > 0; the highest passing step's deliveries/s
+``broad``        1,000 clients x all tickers, rate rising step by step; the highest
+                 step with p99 <= 50 ms and no loss (deliveries/s), and the highest
+                 lossless step with p99 <= 1 s (capacity); climbs until a step loses
+                 quotes or its p99 passes 1 s
 ``ingest``       10 clients x all tickers x 10,000 quotes/s
 ``slow``         the spec load twice on the same connections: once with everybody
                  reading, once with 5% of clients stalled (not reading); the others'
@@ -67,6 +69,7 @@ class ScenarioOptions:
     rate: float
     duration: float
     p99_limit_ms: float = 50.0
+    stop_p99_ms: float = 1000.0
     stalled_fraction: float = 0.05
     max_rate: float = 1500.0
     warmup_timeout: float = 60.0
@@ -126,51 +129,70 @@ def _idle(rig: Rig, setup: dict[str, Any], log: Log) -> dict[str, Any]:
 
 
 def _broad(rig: Rig, opts: ScenarioOptions, log: Log) -> dict[str, Any]:
+    """
+    Climb the rate ladder; report the best passing step and the lossless capacity.
+
+    A step *passes* with zero loss and p99 within the limit. The climb goes on past
+    the first failing step (to measure capacity: the highest step still lossless
+    with p99 within ``stop_p99_ms``) until a step loses quotes or its p99 exceeds
+    ``stop_p99_ms``; then one extra step between the best pass and the first
+    failure narrows the edge.
+    """
     ladder = [r for r in BROAD_LADDER if opts.rate <= r <= opts.max_rate]
     if not ladder or ladder[0] != opts.rate:
         ladder.insert(0, opts.rate)
     steps: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
-    failed: dict[str, Any] | None = None
+    first_fail: dict[str, Any] | None = None
+    capacity: dict[str, Any] | None = None
 
-    def passes(phase: dict[str, Any]) -> bool:
-        p99 = phase["latency_ms"]["p99"]
-        return bool(phase["lost"] == 0 and p99 is not None and p99 <= opts.p99_limit_ms)
-
-    for rate in ladder:
+    def step(rate: float) -> dict[str, Any]:
         phase = rig.measure(rate, opts.duration, label=f"broad@{rate:g}")
-        phase["passed"] = passes(phase)
+        p99 = phase["latency_ms"]["p99"]
+        phase["passed"] = bool(phase["lost"] == 0 and p99 is not None and p99 <= opts.p99_limit_ms)
         steps.append(phase)
         _log_phase(phase, log, "PASS " if phase["passed"] else "FAIL ")
-        if not phase["passed"]:
-            failed = phase
+        return phase
+
+    for rate in ladder:
+        phase = step(rate)
+        if phase["passed"] and first_fail is None:
+            best = phase
+        elif not phase["passed"] and first_fail is None:
+            first_fail = phase
+        p99 = phase["latency_ms"]["p99"]
+        if phase["lost"] > 0 or p99 is None or p99 > opts.stop_p99_ms:
             break
-        best = phase
-    if best is not None and failed is not None:
-        # One step between the last pass and the first failure, to narrow the edge.
-        mid = round(math.sqrt(best["rate"] * failed["rate"]), 1)
-        if best["rate"] < mid < failed["rate"]:
-            phase = rig.measure(mid, opts.duration, label=f"broad@{mid:g}")
-            phase["passed"] = passes(phase)
-            steps.append(phase)
-            _log_phase(phase, log, "PASS " if phase["passed"] else "FAIL ")
+        if phase["drained"]:
+            capacity = phase
+    if best is not None and first_fail is not None:
+        mid = round(math.sqrt(best["rate"] * first_fail["rate"]), 1)
+        if best["rate"] < mid < first_fail["rate"]:
+            phase = step(mid)
             if phase["passed"]:
                 best = phase
+
+    def brief(phase: dict[str, Any] | None) -> dict[str, Any] | None:
+        if phase is None:
+            return None
+        return {
+            "rate": phase["rate"],
+            "delivered_per_s": phase["delivered_per_s"],
+            "p99_ms": phase["latency_ms"]["p99"],
+            "loss_pct": phase["loss_pct"],
+        }
+
     return {
         "steps": steps,
         "p99_limit_ms": opts.p99_limit_ms,
         "best_rate": best["rate"] if best else None,
         "best_delivered_per_s": best["delivered_per_s"] if best else 0.0,
         "best_p99_ms": best["latency_ms"]["p99"] if best else None,
-        "first_failure": (
-            None
-            if failed is None
-            else {
-                "rate": failed["rate"],
-                "p99_ms": failed["latency_ms"]["p99"],
-                "loss_pct": failed["loss_pct"],
-            }
-        ),
+        "first_failure": brief(first_fail),
+        "lossless_capacity": brief(capacity),
+        "curve": [
+            [p["rate"], p["delivered_per_s"], p["latency_ms"]["p99"], p["loss_pct"]] for p in steps
+        ],
     }
 
 

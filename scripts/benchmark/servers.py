@@ -73,7 +73,14 @@ def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float = 15.0) -> Non
 
 
 class PrivateRedis:
-    """A ``redis-server`` of our own on a free loopback port, without persistence."""
+    """
+    A ``redis-server`` of our own on a free loopback port, without persistence.
+
+    Otherwise Redis's defaults, including the Pub/Sub output-buffer limits (a
+    subscriber more than 32 MiB behind, or 8 MiB for a minute, is disconnected);
+    the benchmark's memory watchdog (``--memory-limit-mib``) stops a phase before
+    many slow subscribers add up to too much.
+    """
 
     def __init__(self, maxclients: int = 12_000) -> None:
         binary = shutil.which("redis-server")
@@ -120,10 +127,6 @@ class PrivateRedis:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--maxclients", str(self.maxclients),
-            # Bound what Redis queues for a subscriber that does not keep up (the
-            # reference's subscription per connection): 1,000 such subscribers at the
-            # default 32 MiB would be 32 GiB. Slower ones are disconnected instead.
-            "--client-output-buffer-limit", "pubsub 4mb 1mb 10",
         ]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._ping, timeout=10, what=f"redis-server on port {self.port}")

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--p99-limit-ms", type=float, default=50.0, help="broad: pass limit (50)")
     g.add_argument("--max-rate", type=float, default=1500.0, help="broad: highest step (1500)")
     g.add_argument(
+        "--stop-p99-ms",
+        type=float,
+        default=1000.0,
+        help="broad: stop climbing when p99 exceeds this (1000), or at the first loss",
+    )
+    g.add_argument(
         "--stalled-fraction", type=float, default=0.05, help="slow: share stalled (0.05)"
     )
     g.add_argument("--seed", type=int, default=1, help="seed for the clients' ticker choice")
@@ -127,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--memory-limit-mib",
         type=float,
-        default=min(8192.0, psutil.virtual_memory().total / 2**20 * 0.4),
+        default=min(4096.0, psutil.virtual_memory().total / 2**20 * 0.25),
         help="stop a phase early when server + private Redis RSS exceed this (default: "
-        "40%% of RAM, at most 8 GiB)",
+        "25%% of RAM, at most 4 GiB)",
     )
 
     g = p.add_argument_group("output")
@@ -209,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         rate=rate,
         duration=duration,
         p99_limit_ms=args.p99_limit_ms,
+        stop_p99_ms=args.stop_p99_ms,
         stalled_fraction=args.stalled_fraction,
         max_rate=args.max_rate,
     )
@@ -223,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "seed": args.seed,
         "p99_limit_ms": args.p99_limit_ms,
+        "stop_p99_ms": args.stop_p99_ms,
         "stalled_fraction": args.stalled_fraction,
         "server_args": args.server_args,
         "reference_fanout": args.reference_fanout,
