@@ -47,6 +47,8 @@ _PREFIX = b'{"ticker":"' + TICKER_PREFIX.encode()
 _SPACED_PREFIX = b'{"ticker": "' + TICKER_PREFIX.encode()
 _CACHE_LIMIT = 200_000
 _RETRY_STATUSES = {502, 503, 504}
+_PROBE_INTERVAL = 0.01
+_PROBE_LIMIT = 200_000
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,7 @@ class Worker:
         self.clients: list[Client | None] = [None] * len(spec.urls)
         self.errors: list[str] = []
         self.done = asyncio.Event()
+        self.loop_lags: list[float] = []
 
     async def _connect_one(self, index: int, sem: asyncio.Semaphore, deadline: float) -> None:
         url = self.spec.urls[index]
@@ -261,6 +264,7 @@ class Worker:
             elif not transport.is_reading() and not transport.is_closing():
                 transport.resume_reading()
         self.rec.reset()
+        self.loop_lags = []
         self.rec.open_at_start = len(self._open_clients())
         # Timestamps carry whole microseconds and float epochs are exact to a fraction
         # of one, so quote 0 of the phase (stamped ``start``) may parse a hair earlier.
@@ -278,6 +282,7 @@ class Worker:
             "coarse": coarse,
             "close_codes": dict(self.rec.close_codes),
             "last_receipt": self.rec.last_receipt,
+            "loop_lags": self.loop_lags,
         }
 
     async def close_all(self) -> None:
@@ -353,7 +358,26 @@ class Worker:
         threading.Thread(
             target=self._read_commands, args=(loop,), name="commands", daemon=True
         ).start()
+        probe = asyncio.create_task(self._probe_loop_lag())
         await self.done.wait()
+        probe.cancel()
+
+    async def _probe_loop_lag(self) -> None:
+        """
+        Measure how late this process's event loop wakes up (every 10 ms).
+
+        A quote that arrives while the loop is busy waits in the socket for that
+        long: the lag is latency the load generator itself adds to the measurement.
+        (libuv timers have millisecond granularity, so about 1 ms is the floor.)
+        """
+        clock = time.perf_counter
+        while True:
+            t = clock()
+            await asyncio.sleep(_PROBE_INTERVAL)
+            lag = clock() - t - _PROBE_INTERVAL
+            lags = self.loop_lags
+            if len(lags) < _PROBE_LIMIT:
+                lags.append(lag if lag > 0 else 0.0)
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:  # pragma: no cover - child process

@@ -16,7 +16,7 @@ import contextlib
 import multiprocessing as mp
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -26,19 +26,13 @@ import psutil
 from feed import ticker_names
 from latency_histogram import LatencyHistogram
 from loadgen import WorkerSpec, worker_main
+from phase_report import PhaseInputs, RssTrace, Watch, build_phase_result
 from publisher import GIVE_UP_FACTOR, GIVE_UP_SLACK, PhaseStats, publisher_main
 from servers import CpuSnapshot, process_tree, rss_bytes
 
 __all__ = ["Rig", "RigConfig", "RigError"]
 
 _CTX = mp.get_context("spawn")
-_MiB = 1024 * 1024
-PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
-_PCT_KEYS = ("p50", "p90", "p99", "p99_9", "max")
-_CLIENT_CPU_SATURATED = 85.0
-_MACHINE_CPU_SATURATED = 95.0
-_PUBLISHER_LAG_MS = 10.0
-_OTHER_CPU_NOISY = 25.0
 
 
 class RigError(RuntimeError):
@@ -63,42 +57,6 @@ class RigConfig:
     quiet_seconds: float = 2.0
     memory_limit: int = 4 * 1024**3
     """Server + Redis RSS (bytes) at which a phase stops publishing early."""
-
-
-@dataclass
-class _Watch:
-    """The processes whose CPU and memory a phase reports."""
-
-    server: list[psutil.Process]
-    redis: list[psutil.Process]
-    workers: list[psutil.Process]
-    publisher: list[psutil.Process]
-
-    def all(self) -> list[psutil.Process]:
-        return [*self.server, *self.redis, *self.workers, *self.publisher]
-
-
-@dataclass
-class _RssTrace:
-    samples: list[tuple[float, int]] = field(default_factory=list)
-
-    def add(self, rss: int) -> None:
-        self.samples.append((time.monotonic(), rss))
-
-    def summary(self) -> dict[str, Any]:
-        if not self.samples:
-            return {}
-        values = [r for _, r in self.samples]
-        t0, r0 = self.samples[0]
-        t1, r1 = self.samples[-1]
-        mid = next((s for s in self.samples if s[0] >= t0 + (t1 - t0) / 2), self.samples[-1])
-        second_half = max(1e-9, t1 - mid[0])
-        return {
-            "rss_start_mib": round(r0 / _MiB, 1),
-            "rss_end_mib": round(r1 / _MiB, 1),
-            "rss_max_mib": round(max(values) / _MiB, 1),
-            "rss_growth_second_half_mib_per_s": round((r1 - mid[1]) / _MiB / second_half, 2),
-        }
 
 
 def _call(conn: Connection, cmd: tuple[Any, ...], timeout: float, who: str) -> Any:
@@ -153,13 +111,12 @@ class Rig:
         self.stop = _CTX.Event()
         self.worker_conns: list[Connection] = []
         self.publisher_conn: Connection | None = None
-        self.watch: _Watch | None = None
+        self.watch: Watch | None = None
         self.baseline_rss: int | None = None
         self.baseline_redis_rss: int | None = None
         self.opened = 0
         self.failed: set[int] = set()
         self.cold = 0
-        self.memory_stops = 0
         self.connect_errors: list[str] = []
 
     # --- set-up -----------------------------------------------------------------
@@ -215,7 +172,7 @@ class Rig:
             self.failed.update(local * n + w for local in res["failed"])
             self.connect_errors.extend(res["errors"])
         self.opened = opened
-        self.watch = _Watch(
+        self.watch = Watch(
             server=self._server_procs(),
             redis=process_tree(self.redis_pids),
             workers=[psutil.Process(p.pid) for p in self.procs[1:] if p.pid],
@@ -376,8 +333,8 @@ class Rig:
         order = list(range(self.cfg.ticker_count))
         self.publisher_conn.send(("run", start, rate, duration, order))
         server_procs = self._server_procs()
-        watch = _Watch(server_procs, self.watch.redis, self.watch.workers, self.watch.publisher)
-        rss = _RssTrace()
+        watch = Watch(server_procs, self.watch.redis, self.watch.workers, self.watch.publisher)
+        rss = RssTrace()
         time.sleep(max(0.0, start - time.time()))
         cpu0 = CpuSnapshot.take(watch.all())
         machine0 = psutil.cpu_times()
@@ -400,201 +357,38 @@ class Rig:
 
         expected = self._expected(pub.published, order, measured)
         drained, _ = self._wait_quiet("received", self.cfg.drain_timeout, target=expected)
-        if memory_stop:
-            self.memory_stops += 1
         rss.add(rss_bytes(server_procs))
 
         hist = LatencyHistogram()
         counts: dict[str, Any] = {}
         close_codes: dict[int, int] = {}
         last_receipt = 0.0
+        loop_lags: list[float] = []
         for w, conn in enumerate(self.worker_conns):
             rep = _call(conn, ("report",), 60, f"client process {w}")
             hist.merge_sparse(rep.pop("fine"), rep.pop("coarse"))
             last_receipt = max(last_receipt, rep.pop("last_receipt"))
+            loop_lags.extend(rep.pop("loop_lags"))
             for code, n in rep.pop("close_codes").items():
                 close_codes[code] = close_codes.get(code, 0) + n
             for key, v in rep.items():
                 counts[key] = counts.get(key, 0) + v
         counts["close_codes"] = close_codes
+        counts["loop_lags"] = sorted(loop_lags)
         # Deliveries per second over the time they took: the schedule, or longer when
         # the server was still catching up after publishing ended.
         active = max(pub.published / rate, last_receipt - start)
-        return self._result(
-            label, rate, duration, pub, expected, counts, hist, drained, cpu0, cpu1,
-            machine0, machine1, watch, rss, len(designated), stall, active,
+        return build_phase_result(
+            PhaseInputs(
+                label=label, rate=rate, duration=duration, pub=pub, expected=expected,
+                counts=counts, hist=hist, drained=drained, cpu0=cpu0, cpu1=cpu1,
+                machine0=machine0, machine1=machine1, watch=watch, rss=rss,
+                designated=len(designated), stall=stall, active=active, opened=self.opened,
+                failed=len(self.failed), cold=self.cold, baseline_rss=self.baseline_rss,
+                memory_stopped=memory_stop, memory_limit=self.cfg.memory_limit,
+                drain_timeout=self.cfg.drain_timeout,
+            )
         )  # fmt: skip
-
-    def _result(
-        self,
-        label: str,
-        rate: float,
-        duration: float,
-        pub: PhaseStats,
-        expected: int,
-        counts: dict[str, Any],
-        hist: LatencyHistogram,
-        drained: bool,
-        cpu0: CpuSnapshot,
-        cpu1: CpuSnapshot,
-        machine0: Any,
-        machine1: Any,
-        watch: _Watch,
-        rss: _RssTrace,
-        designated: int,
-        stall: bool,
-        active: float,
-    ) -> dict[str, Any]:
-        received = counts["received"]
-        # The schedule spans published / rate seconds (quote 0 at 0 s, the last one a
-        # step before the end); a late publisher stretches it.
-        wall = max(1e-9, pub.wall_seconds, pub.published / rate)
-        pct = cpu1.percent_since(cpu0)
-        server_pids = [p.pid for p in watch.server]
-        server_cpu = sum(pct.get(pid, 0.0) for pid in server_pids)
-        server_cpu_s = server_cpu / 100 * (cpu1.at - cpu0.at)
-        worker_cpu = [round(pct.get(p.pid, 0.0), 1) for p in watch.workers]
-        redis_cpu = sum(pct.get(p.pid, 0.0) for p in watch.redis)
-        busy0 = sum(machine0) - machine0.idle - getattr(machine0, "iowait", 0.0)
-        busy1 = sum(machine1) - machine1.idle - getattr(machine1, "iowait", 0.0)
-        machine_pct = 100.0 * (busy1 - busy0) / max(1e-9, sum(machine1) - sum(machine0))
-        cores = psutil.cpu_count() or 1
-        watched = sum(pct.values())
-        other_cpu = max(0.0, machine_pct * cores - watched)
-        latencies = hist.percentiles(PERCENTILES)
-        latency_ms = {
-            k: (None if v is None else round(v * 1000, 3))
-            for k, v in zip(_PCT_KEYS, latencies, strict=True)
-        }
-        rss_summary = rss.summary()
-        rss_end = rss.samples[-1][1] if rss.samples else 0
-        per_conn = None
-        if self.baseline_rss is not None and self.opened:
-            per_conn = round((rss_end - self.baseline_rss) / 1024 / self.opened, 1)
-
-        warnings: list[str] = []
-        if self.memory_stops:
-            self.memory_stops = 0
-            warnings.append(
-                f"publishing stopped early: server + Redis RSS passed "
-                f"{self.cfg.memory_limit / _MiB:.0f} MiB (--memory-limit-mib)"
-            )
-        elif pub.gave_up:
-            warnings.append(
-                f"publishing gave up after {pub.wall_seconds:.0f}s with {pub.published} of "
-                f"{pub.target} quotes sent: Redis stopped keeping up (a subscription per "
-                "connection makes Redis copy every quote to every connection) or the machine "
-                "is saturated"
-            )
-        elif pub.lag_ms_p99 > _PUBLISHER_LAG_MS or pub.wall_seconds > duration * 1.05 + 0.05:
-            warnings.append(
-                f"publisher fell behind its schedule (lag p99 {pub.lag_ms_p99:.1f} ms, "
-                f"max {pub.lag_ms_max:.1f} ms; {pub.published / wall:.0f}/s "
-                f"of {rate:.0f}/s): latencies include that delay"
-            )
-        busy = [c for c in worker_cpu if c >= _CLIENT_CPU_SATURATED]
-        if busy:
-            warnings.append(
-                f"client process CPU near saturation ({', '.join(f'{c:.0f}%' for c in busy)} "
-                "of one core): the load generator may limit delivery and add latency"
-            )
-        if machine_pct >= _MACHINE_CPU_SATURATED:
-            warnings.append(
-                f"machine CPU saturated ({machine_pct:.0f}% of {cores} cores): "
-                "server, Redis and load generator compete for the cores"
-            )
-        if other_cpu >= _OTHER_CPU_NOISY:
-            warnings.append(
-                f"processes outside the benchmark (or unattributed kernel work) used "
-                f"{other_cpu:.0f}% of a core during the phase: figures are noisy"
-            )
-        if not drained:
-            warnings.append(
-                f"deliveries still arriving {self.cfg.drain_timeout:.0f}s after publishing "
-                "ended: the rest count as lost"
-            )
-        closed = counts["disconnected"]
-        if closed:
-            codes = ", ".join(f"{c} x{n}" for c, n in sorted(counts["close_codes"].items()))
-            warnings.append(
-                f"{closed} measured connection(s) closed during the phase (close codes: "
-                f"{codes}; 1006 = dropped without a close frame): their later quotes count "
-                "as lost"
-            )
-        already_closed = self.opened - counts["open_at_start"]
-        if already_closed > 0:
-            warnings.append(
-                f"{already_closed} connection(s) were already closed when the phase began: "
-                "their quotes count as lost"
-            )
-        if self.cold:
-            warnings.append(
-                f"{self.cold} connection(s) received no warm-up quote: not subscribed, "
-                "or the server does not pass quotes through"
-            )
-        if len(self.failed):
-            warnings.append(f"{len(self.failed)} connection(s) failed to open (not counted)")
-        if pub.errors:
-            warnings.append(f"Redis answered {pub.errors} PUBLISH with an error")
-
-        return {
-            "label": label,
-            "rate": rate,
-            "duration_s": duration,
-            "published": pub.published,
-            "publish_target": pub.target,
-            "publish_seconds": round(pub.wall_seconds, 3),
-            "publish_rate": round(pub.published / wall, 1),
-            "expected": expected,
-            "received": received,
-            "lost": max(0, expected - received),
-            "extra": max(0, received - expected),
-            "loss_pct": round(100.0 * max(0, expected - received) / expected, 4)
-            if expected
-            else 0.0,
-            "delivered_per_s": round(received / max(wall, active), 1),
-            "delivery_seconds": round(max(wall, active), 3),
-            "latency_ms": latency_ms,
-            "drained": drained,
-            "stale": counts["stale"],
-            "foreign": counts["foreign"],
-            "malformed": counts["malformed"],
-            "disconnected": counts["disconnected"],
-            "close_codes": {str(c): n for c, n in sorted(counts["close_codes"].items())},
-            "designated": {
-                "clients": designated,
-                "stalled": stall,
-                "received": counts["designated_received"],
-                "disconnected": counts["designated_disconnected"],
-            },
-            "server": {
-                "pids": server_pids,
-                "cpu_percent": round(server_cpu, 1),
-                "cpu_us_per_delivery": round(server_cpu_s * 1e6 / received, 2)
-                if received
-                else None,
-                **rss_summary,
-                "rss_per_connection_kib": per_conn,
-            },
-            "redis": {"cpu_percent": round(redis_cpu, 1)} if watch.redis else None,
-            "load_generator": {
-                "client_processes": len(watch.workers),
-                "client_cpu_percent": worker_cpu,
-                "publisher_cpu_percent": round(100 * pub.cpu_seconds / wall, 1),
-                "publisher_lag_ms": {
-                    "p50": round(pub.lag_ms_p50, 3),
-                    "p99": round(pub.lag_ms_p99, 3),
-                    "max": round(pub.lag_ms_max, 3),
-                },
-                "redis_receivers": [pub.receivers_min, pub.receivers_max],
-                "machine_cpu_percent": round(machine_pct, 1),
-                "other_cpu_percent": round(other_cpu, 1),
-                "saturated": bool(
-                    warnings and any("publisher" in w or "client" in w for w in warnings)
-                ),
-            },
-            "warnings": warnings,
-        }
 
     # --- tear-down --------------------------------------------------------------
 
