@@ -45,6 +45,7 @@ async def test_nothing_leaks_whatever_the_way_out(
     await clean_close(server)  # warm up lazily created resources
     wait_until(lambda: ready(server)["connections"] == 0, what="warm-up closed")
     baseline = proc.num_fds()
+    tasks = ready(server)["tasks"]
 
     for _ in range(4):
         await asyncio.gather(*(clean_close(server) for _ in range(25)))
@@ -77,6 +78,7 @@ async def test_nothing_leaks_whatever_the_way_out(
     doc = ready(server)
     assert (doc["connections"], doc["subscriptions"]) == (0, 0)
     wait_until(lambda: proc.num_fds() <= baseline, timeout=30, what="fds back to baseline")
+    wait_until(lambda: ready(server)["tasks"] <= tasks, timeout=30, what="no task left behind")
     accepted = server.metric("quotes_ws_handshakes_total", 'outcome="accepted"')
     assert accepted == 1 + 100 + 50 + 100 + 50 + 50 + 20
     # the server still serves

@@ -5,6 +5,7 @@ and metrics. Build it with :func:`create_app` (also the uvicorn factory).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -209,6 +210,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
             "upstream": state.value,
             "connections": len(runtime.connections),
             "subscriptions": len(runtime.hub),
+            "tasks": len(asyncio.all_tasks()),
         }
         return JSONResponse(body, status_code=200 if state.accepting else 503)
 
