@@ -20,7 +20,14 @@ from typing import Any
 
 import psutil
 
-__all__ = ["headline", "machine_info", "medians", "ratios", "render_text"]
+__all__ = [
+    "headline",
+    "machine_info",
+    "medians",
+    "ratios",
+    "render_markdown",
+    "render_text",
+]
 
 
 def _phase_headline(phase: dict[str, Any], prefix: str = "") -> dict[str, float | None]:
@@ -92,7 +99,7 @@ def ratios(ours: dict[str, float | None], ref: dict[str, float | None]) -> dict[
     out: dict[str, float | None] = {}
     for k, a in ours.items():
         b = ref.get(k)
-        out[k] = None if a is None or b is None or b == 0 else round(a / b, 3)
+        out[k] = None if a is None or b is None or b == 0 else float(f"{a / b:.3g}")
     return out
 
 
@@ -217,4 +224,24 @@ def render_text(report: dict[str, Any]) -> str:
         for i, run in enumerate(targets[n]["runs"]):
             for w in dict.fromkeys(run.get("warnings", [])):
                 lines.append(f"  warning [{n} run {i + 1}]: {w}")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The headline medians as a Markdown table (for docs/performance.md)."""
+    targets: dict[str, Any] = report["targets"]
+    names = list(targets)
+    ratio = report.get("ratios")
+    keys: list[str] = []
+    for t in targets.values():
+        keys.extend(k for k in t["median"] if k not in keys)
+    header = ["median of " + str(report["settings"]["repeat"]), *names]
+    if ratio:
+        header.append("ours / reference")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for k in keys:
+        row = [f"`{k}`", *(_fmt(targets[n]["median"].get(k)) for n in names)]
+        if ratio:
+            row.append(_fmt(ratio.get(k)))
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

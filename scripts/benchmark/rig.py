@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing as mp
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -222,25 +223,36 @@ class Rig:
 
     # --- warm-up ----------------------------------------------------------------
 
+    def _cover(self) -> list[int]:
+        """A small set of tickers that every open client's filter meets (greedy set cover)."""
+        uncovered = {
+            c: set(range(self.cfg.ticker_count)) if f is None else set(f)
+            for c, f in enumerate(self.filters)
+            if c not in self.failed
+        }
+        cover: list[int] = []
+        while uncovered:
+            counts = [0] * self.cfg.ticker_count
+            for wanted in uncovered.values():
+                for t in wanted:
+                    counts[t] += 1
+            best = max(range(self.cfg.ticker_count), key=counts.__getitem__)
+            cover.append(best)
+            uncovered = {c: w for c, w in uncovered.items() if best not in w}
+        return cover
+
     def warm_up(self, timeout: float = 60.0) -> dict[str, Any]:
         """
         Publish warm-up quotes until every open connection has received one.
 
-        One quote per ticker of a small cover set (each client's filter meets it),
-        repeated every 2 s until all are warm or the deadline passes, then wait
-        until the warm-up traffic has drained.
+        A round is one quote per ticker of a small cover set (every client's filter
+        meets it). After a round the rig waits until every connection is warm or
+        the warm-up traffic has stopped arriving, and only then publishes another
+        round (for connections that subscribed too late for the last one): a slow
+        server is never handed a growing backlog, which would inflate its memory.
         """
         assert self.publisher_conn is not None
-        cover: list[int] = []
-        chosen: set[int] = set()
-        for c, f in enumerate(self.filters):
-            if c in self.failed:
-                continue
-            wanted = range(self.cfg.ticker_count) if f is None else f
-            if not chosen.intersection(wanted):
-                t = wanted[0]
-                chosen.add(t)
-                cover.append(t)
+        cover = self._cover()
         started = time.monotonic()
         deadline = started + timeout
         rounds = 0
@@ -248,12 +260,12 @@ class Rig:
         while time.monotonic() < deadline:
             _call(self.publisher_conn, ("warmup", cover), 30, "publisher")
             rounds += 1
-            round_end = min(deadline, time.monotonic() + 2.0)
-            while time.monotonic() < round_end:
-                warm = self._stats()["warm"]
-                if warm >= self.opened:
-                    break
-                time.sleep(0.1)
+            self._wait_quiet(
+                "stale",
+                timeout=max(1.0, deadline - time.monotonic()),
+                done=lambda st: st["warm"] >= self.opened,
+            )
+            warm = self._stats()["warm"]
             if warm >= self.opened:
                 break
         self._wait_quiet("stale", timeout=max(5.0, deadline - time.monotonic()))
@@ -262,14 +274,19 @@ class Rig:
             "warm": warm,
             "of": self.opened,
             "rounds": rounds,
+            "cover_tickers": len(cover),
             "seconds": round(time.monotonic() - started, 2),
         }
 
     def _wait_quiet(
-        self, key: str, timeout: float, target: int | None = None
+        self,
+        key: str,
+        timeout: float,
+        target: int | None = None,
+        done: Callable[[dict[str, int]], bool] | None = None,
     ) -> tuple[bool, float]:
         """
-        Wait until counter ``key`` stops moving (or reaches ``target``).
+        Wait until counter ``key`` stops moving, reaches ``target``, or ``done(stats)``.
 
         Returns:
             Whether it did before the timeout, and the wall time it last moved.
@@ -279,10 +296,11 @@ class Rig:
         last_change = time.monotonic()
         last_change_wall = time.time()
         while time.monotonic() < deadline:
-            value = self._stats()[key]
+            stats = self._stats()
+            value = stats[key]
             if value != last:
                 last, last_change, last_change_wall = value, time.monotonic(), time.time()
-            if target is not None and value >= target:
+            if (target is not None and value >= target) or (done is not None and done(stats)):
                 return True, last_change_wall
             if time.monotonic() - last_change >= self.cfg.quiet_seconds:
                 return True, last_change_wall

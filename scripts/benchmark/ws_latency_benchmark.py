@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import shlex
 import sys
 import time
@@ -36,7 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
-from report import headline, machine_info, medians, ratios, render_text
+from report import headline, machine_info, medians, ratios, render_markdown, render_text
 from rig import RigConfig, RigError
 from scenarios import PRESETS, ScenarioOptions, run_scenario
 from servers import REFERENCE_SERVER, PrivateRedis, ServerProcess, listening_pids, python_argv
@@ -141,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
     g.add_argument("--output", help="also write the full JSON report to this file")
+    g.add_argument("--markdown", action="store_true", help="print the medians as a Markdown table")
+    g.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="do not run anything: re-render a report written earlier with --output",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -152,11 +159,13 @@ def _check_loopback(url: str, what: str, allow_remote: bool) -> None:
 
 
 def _collect_warnings(obj: Any) -> list[str]:
+    """Every phase's warnings, prefixed with the phase label when there is one."""
     found: list[str] = []
     if isinstance(obj, dict):
+        prefix = f"{obj['label']}: " if obj.get("label") else ""
         for k, v in obj.items():
             if k == "warnings" and isinstance(v, list):
-                found.extend(str(w) for w in v)
+                found.extend(prefix + str(w) for w in v)
             else:
                 found.extend(_collect_warnings(v))
     elif isinstance(obj, list):
@@ -188,6 +197,10 @@ def _server_argv(target: str, redis_url: str, args: argparse.Namespace) -> list[
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 0 when a report was produced."""
     args = build_parser().parse_args(argv)
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            _emit(json.load(f), args)
+        return 0
     preset = PRESETS[args.scenario]
     clients = args.clients if args.clients is not None else preset.clients
     tpc = getattr(args, "tickers_per_client", preset.tickers_per_client)
@@ -238,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     redis: PrivateRedis | None = None
     runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
     started = dt.datetime.now(dt.UTC)
+    machine = machine_info()  # before the runs: the commit the servers start from
     try:
         if args.spawn and not args.redis_url:
             redis = PrivateRedis().start()
@@ -302,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "started_at": started.isoformat(timespec="seconds"),
         "command": [sys.argv[0], *(argv if argv is not None else sys.argv[1:])],
         "settings": settings,
-        "machine": machine_info(),
+        "machine": machine,
         "targets": {},
         "ratios": None,
     }
@@ -314,18 +328,20 @@ def main(argv: list[str] | None = None) -> int:
             report["targets"]["ours"]["median"], report["targets"]["reference"]["median"]
         )
     if args.output:
-        import json
-
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
-    if args.json:
-        import json
+    _emit(report, args)
+    return 0
 
+
+def _emit(report: dict[str, Any], args: argparse.Namespace) -> None:
+    if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
+    elif args.markdown:
+        print(render_markdown(report))
     else:
         print(render_text(report))
-    return 0
 
 
 if __name__ == "__main__":
