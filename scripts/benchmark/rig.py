@@ -82,12 +82,18 @@ def _prime(url: str) -> None:
     Open and close one connection before measuring the server's baseline RSS.
 
     A server imports and allocates some things on its first WebSocket; that is not
-    a per-connection cost. Failure here is not fatal (the clients will report it).
+    a per-connection cost. Nothing listening is fatal (fail fast); a refused
+    handshake is not (the clients retry 5xx and report the rest).
     """
     from websockets.sync.client import connect
 
-    with contextlib.suppress(Exception), connect(url, open_timeout=10, close_timeout=5):
-        pass
+    try:
+        with connect(url, open_timeout=10, close_timeout=5):
+            pass
+    except OSError as exc:  # nothing listens there, or the host is unreachable
+        raise RigError(f"cannot connect to {url}: {exc}") from None
+    except Exception:  # e.g. 503 while the server's upstream is down: clients retry
+        return
 
 
 class Rig:
