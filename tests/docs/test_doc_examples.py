@@ -67,7 +67,7 @@ def test_commands_in_docs_exist() -> None:
     """Every `uv run NAME` in a shell example names a command the workspace installs."""
     names = set()
     for _where, code in blocks("bash"):
-        for line in code.splitlines():
+        for line in code.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True) if line.strip() else []
             if words[:2] == ["uv", "run"] and len(words) > 2:
                 names.add(words[2])
