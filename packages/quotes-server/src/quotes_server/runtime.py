@@ -84,8 +84,13 @@ class Runtime:
         connections = self.connections
         for sub in ready:
             conn = connections.get(sub)
-            if conn is not None:
+            if conn is None:
+                continue
+            try:
                 conn.on_ready()
+            except Exception:  # one broken connection must not starve the others
+                log.exception("client %s: write failed", conn.client_id)
+                conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
         if self._newest is not None:
             self.metrics.latency.observe(max(0.0, time.time() - self._newest.timestamp()))
 
