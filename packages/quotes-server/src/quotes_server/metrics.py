@@ -108,7 +108,7 @@ class Metrics:
         self.latency = Histogram(
             "quotes_delivery_latency_seconds",
             "Quote timestamp to the moment its frame was handed to the socket; "
-            "sampled once per write batch (the batch's newest quote).",
+            "sampled once per flush (the newest quote of that event-loop turn, after its writes).",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
