@@ -16,6 +16,7 @@ from quotes_core import (
     encode_quote,
     format_timestamp,
     parse_quote,
+    validate_quote,
     wire_json_schema,
 )
 from tests.strategies import quotes, timestamps
@@ -119,12 +120,23 @@ def test_extra_fields_are_dropped() -> None:
     ],
 )
 def test_rejection_reasons(raw: bytes, reason: str) -> None:
-    """Every kind of bad upstream message is rejected with its reason."""
+    """Every kind of bad upstream message is rejected with its reason, by both entry points."""
     with pytest.raises(InvalidQuote) as info:
         parse_quote(raw)
     assert info.value.reason == reason
     assert info.value.detail
     assert info.value.http_status is None
+    with pytest.raises(InvalidQuote) as again:
+        validate_quote(raw)
+    assert again.value.reason == reason
+
+
+@given(quotes())
+def test_validate_quote_is_parse_without_encoding(quote: Quote) -> None:
+    """validate_quote gives the same Quote as parse_quote, for bytes and text."""
+    payload = encode_quote(quote)
+    assert validate_quote(payload) == parse_quote(payload).quote == quote
+    assert validate_quote(payload.encode()) == quote
 
 
 def test_error_detail_does_not_echo_the_payload() -> None:

@@ -4,7 +4,7 @@
 Two tasks meet at a :class:`~quotes_client.buffer.BoundedBuffer`:
 
 * the *connection loop* (started by ``async with``) opens a WebSocket, reads
-  every message, validates it with :func:`quotes_core.parse_quote`, records
+  every message, validates it with :func:`quotes_core.validate_quote`, records
   its latency and puts it in the buffer; when the connection ends it asks
   :mod:`quotes_client.policy` whether to reconnect, and if so waits the
   :class:`quotes_core.Backoff` delay first;
@@ -56,7 +56,7 @@ from quotes_client.stats import (
     LatencyStats,
 )
 from quotes_client.urls import stream_url
-from quotes_core import Backoff, InvalidQuote, Quote, parse_quote
+from quotes_core import Backoff, InvalidQuote, Quote, validate_quote
 
 __all__ = [
     "DEFAULT_HEALTHY_AFTER",
@@ -453,7 +453,7 @@ class QuotesClient:
     def _accept(self, raw: bytes) -> Quote | None:
         now = self._wall_clock()
         try:
-            quote = parse_quote(raw).quote
+            quote = validate_quote(raw)
         except InvalidQuote as exc:
             self._invalid += 1
             self._invalid_log.warning("quotes-client: skipped an invalid message (%s)", exc)

@@ -25,6 +25,7 @@ from quotes_core.schema import (
     encode_quote,
     format_timestamp,
     parse_quote,
+    validate_quote,
     wire_json_schema,
 )
 from quotes_core.tickers import (
@@ -62,5 +63,6 @@ __all__ = [
     "is_valid_ticker",
     "normalize_ticker",
     "parse_quote",
+    "validate_quote",
     "wire_json_schema",
 ]

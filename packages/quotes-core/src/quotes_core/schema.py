@@ -30,6 +30,7 @@ __all__ = [
     "encode_quote",
     "format_timestamp",
     "parse_quote",
+    "validate_quote",
     "wire_json_schema",
 ]
 
@@ -167,6 +168,31 @@ def _summary(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def validate_quote(raw: bytes | str) -> Quote:
+    """
+    Validate one raw message as a quote, without encoding it.
+
+    For consumers that only need the :class:`Quote` (the client); the server uses
+    :func:`parse_quote`, which also builds the canonical text once.
+
+    Raises:
+        InvalidQuote: as :func:`parse_quote`.
+    """
+    if len(raw) > MAX_QUOTE_BYTES:
+        raise InvalidQuote("too_large", f"{len(raw)} bytes (at most {MAX_QUOTE_BYTES})")
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidQuote(
+                "encoding", f"not UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
+    try:
+        return Quote.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidQuote(_reason(exc), _summary(exc)) from None
+
+
 def parse_quote(raw: bytes | str) -> ParsedQuote:
     """
     Validate one raw upstream message and encode it canonically.
@@ -183,17 +209,5 @@ def parse_quote(raw: bytes | str) -> ParsedQuote:
             ``ticker`` (bad symbol) or ``schema`` (anything else: missing field,
             wrong type, naive timestamp, negative volume, not an object).
     """
-    if len(raw) > MAX_QUOTE_BYTES:
-        raise InvalidQuote("too_large", f"{len(raw)} bytes (at most {MAX_QUOTE_BYTES})")
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidQuote(
-                "encoding", f"not UTF-8 ({exc.reason} at byte {exc.start})"
-            ) from None
-    try:
-        quote = Quote.model_validate_json(raw)
-    except ValidationError as exc:
-        raise InvalidQuote(_reason(exc), _summary(exc)) from None
+    quote = validate_quote(raw)
     return ParsedQuote(quote, encode_quote(quote))
