@@ -9,6 +9,7 @@ event loop.
 """
 
 from quotes_core.backoff import Backoff, backoff
+from quotes_core.bucket import TokenBucket
 from quotes_core.errors import (
     ClientError,
     InvalidQuote,
@@ -55,6 +56,7 @@ __all__ = [
     "QuotesError",
     "Subscription",
     "TickerFilter",
+    "TokenBucket",
     "UpstreamError",
     "__version__",
     "backoff",
