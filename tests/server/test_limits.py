@@ -140,6 +140,7 @@ async def test_global_and_per_address_caps(
         status, headers, body = await handshake_rejection(url)
         assert (status, headers.get("Retry-After")) == (429, "4")
         assert "at most 2" in body
+    assert server.metric("quotes_ws_handshakes_total", 'outcome="ip_limit"') == 1
     server.stop()
     server = start_server(redis_server, max_connections=2, max_connections_per_ip=0)
     url = f"{server.ws_url}/ws/quotes?tickers=AAPL"
@@ -153,6 +154,35 @@ async def test_global_and_per_address_caps(
         redis_server.publish(CHANNEL, quote_bytes("AAPL", 9))
         assert (await recv_json(ws))["volume"] == 9
     assert server.metric("quotes_ws_handshakes_total", 'outcome="over_capacity"') == 1
+
+
+async def test_uvicorn_limit_concurrency_does_not_gate_upgrades(redis_server: RedisServer) -> None:
+    """
+    Why the caps live in the app: uvicorn's ``--limit-concurrency 2`` lets three
+    WebSocket upgrades through while it refuses a plain HTTP request.
+    """
+    server = ServerProcess(
+        python_module(
+            "uvicorn",
+            "quotes_server.app:create_app",
+            "--factory",
+            "--port",
+            "{port}",
+            "--limit-concurrency",
+            "2",
+            "--ws",
+            "quotes_server.protocol:QuotesWebSocketProtocol",
+        ),
+        env={"QUOTES_REDIS_URL": redis_server.url},
+    ).start()
+    try:
+        url = f"{server.ws_url}/ws/quotes?tickers=AAPL"
+        async with open_ws(url), open_ws(url), open_ws(url) as third:
+            assert server.get("/health")[0] == 503
+            redis_server.publish(CHANNEL, quote_bytes("AAPL", 3))
+            assert (await recv_json(third))["volume"] == 3
+    finally:
+        server.stop()
 
 
 async def test_forwarded_for_counts_only_from_trusted_proxies(
