@@ -22,6 +22,7 @@ from quotes_core import ClientError, InvalidTickers, Mode, TickerFilter
 from quotes_server import __version__
 from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
+from quotes_server.dashboard import add_dashboard
 from quotes_server.frames import FRAMES_EXTENSION
 from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
 from quotes_server.logs import safe
@@ -316,4 +317,5 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    add_dashboard(app)
     return app
