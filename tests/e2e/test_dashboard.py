@@ -1,0 +1,176 @@
+"""The dashboard page in headless Chromium against the real server (demo feed and Redis)."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_browser import CHROMIUM_ARGS, require_chromium
+from tests.helpers.processes import ROOT, RedisServer
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+
+SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
+
+
+@contextmanager
+def dashboard(url: str) -> Iterator[object]:
+    """A Chromium page open at ``url``; page errors fail the test."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+    assert errors == []
+
+
+def rows(page: object) -> dict[str, float]:
+    """Ticker -> last price of every row the page shows, read from the DOM."""
+    cells = page.eval_on_selector_all(  # type: ignore[attr-defined]
+        "#rows tr",
+        "trs => trs.map(tr => [tr.dataset.ticker, tr.querySelector('.last').textContent])",
+    )
+    return {t: float(p) for t, p in cells if p not in ("", "–")}
+
+
+def test_dashboard_is_served_from_the_package(start_server: StartServer) -> None:
+    """/ and /dashboard answer the page, and its script and stylesheet come from /static."""
+    server = start_server(None)
+    for path in ("/", "/dashboard"):
+        status, body = server.get(path)
+        assert status == 200
+        assert '<script src="/static/dashboard.js">' in body
+        assert "http://" not in body  # no CDN: works offline
+        assert "https://" not in body
+    assert server.get("/static/dashboard.js")[0] == 200
+    assert server.get("/static/dashboard.css")[0] == 200
+
+
+def test_dashboard_shows_only_chosen_tickers_and_updates(start_server: StartServer) -> None:
+    """Demo feed: rows for the chosen tickers only, prices change, a new choice replaces them."""
+    require_chromium()
+    server = start_server(None, demo_rate=600)
+    with dashboard(f"{server.http_url}/dashboard?tickers=AAPL,MSFT") as page:
+        page.wait_for_function("window.dashboard.rows.size === 2", timeout=15_000)  # type: ignore[attr-defined]
+        first = rows(page)
+        assert set(first) == {"AAPL", "MSFT"}
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "prev => [...document.querySelectorAll('#rows tr .last')]"
+            ".some((td, i) => td.textContent !== prev[i])",
+            arg=[f"{first[t]:.2f}" for t in sorted(first)],
+            timeout=15_000,
+        )
+        assert page.evaluate("window.dashboard.state()") == "open"  # type: ignore[attr-defined]
+        assert "live" in page.inner_text("#state")  # type: ignore[attr-defined]
+        page.fill("#tickers", "nvda, tsla")  # type: ignore[attr-defined]
+        page.click("button[type=submit]")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "['NVDA','TSLA'].every(t => window.dashboard.rows.has(t))", timeout=15_000
+        )
+        assert set(rows(page)) <= {"NVDA", "TSLA"}
+        stats = page.evaluate("window.dashboard.stats")  # type: ignore[attr-defined]
+        assert stats["renders"] <= stats["received"] + 1000  # frames, not one render per quote
+        assert stats["lastP99"] is not None
+
+
+def test_dashboard_token_field_reaches_an_auth_server(start_server: StartServer) -> None:
+    """Without a token the page says "rejected"; with the token typed in it goes live."""
+    require_chromium()
+    server = start_server(None, auth_tokens="s3cret-token")
+    with dashboard(f"{server.http_url}/dashboard?tickers=AAPL") as page:
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "document.getElementById('message').textContent.includes('rejected (origin/auth?)')",
+            timeout=15_000,
+        )
+        assert "retry in" in page.inner_text("#state")  # type: ignore[attr-defined]
+        page.fill("#token", "s3cret-token")  # type: ignore[attr-defined]
+        page.click("button[type=submit]")  # type: ignore[attr-defined]
+        page.wait_for_function("window.dashboard.rows.has('AAPL')", timeout=15_000)  # type: ignore[attr-defined]
+        assert page.evaluate("sessionStorage.getItem('quotes.token')") == "s3cret-token"  # type: ignore[attr-defined]
+    assert "s3cret-token" not in server.log()
+
+
+@contextmanager
+def publishing(redis: RedisServer, tickers: list[str]) -> Iterator[None]:
+    """Publish quotes for ``tickers`` in a loop (tolerating a Redis outage) until the block ends."""
+    stop = threading.Event()
+
+    def run() -> None:
+        seq = 0
+        while not stop.wait(0.05):
+            seq += 1
+            msgs = [quote_bytes(t, seq, close=100 + seq % 17 / 10) for t in tickers]
+            with contextlib.suppress(OSError, RuntimeError):  # Redis is down on purpose
+                redis.publish_many(CHANNEL, msgs)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+@pytest.mark.slow
+def test_dashboard_survives_a_redis_outage(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """Stopping Redis shows "disconnected" with a countdown; the page recovers when it returns."""
+    require_chromium()
+    server = start_server(redis_server, grace_period=1)
+    with (
+        publishing(redis_server, ["AAPL", "MSFT", "IBM"]),
+        dashboard(f"{server.http_url}/dashboard?tickers=AAPL,IBM") as page,
+    ):
+        page.wait_for_function("window.dashboard.rows.size === 2", timeout=15_000)  # type: ignore[attr-defined]
+        assert set(rows(page)) == {"AAPL", "IBM"}
+        redis_server.stop()
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "window.dashboard.stats.closes.includes(1011)", timeout=20_000
+        )
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "/disconnected, retry in \\d+ s/.test(document.getElementById('state').textContent)",
+            timeout=10_000,
+        )
+        applied = page.evaluate("window.dashboard.stats.applied")  # type: ignore[attr-defined]
+        redis_server.start()
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "n => window.dashboard.state() === 'open' && window.dashboard.stats.applied > n",
+            arg=applied,
+            timeout=60_000,
+        )
+        assert "live" in page.inner_text("#state")  # type: ignore[attr-defined]
+        assert page.evaluate("window.dashboard.stats.opens") >= 2  # type: ignore[attr-defined]
+        assert set(rows(page)) == {"AAPL", "IBM"}
+
+
+def test_dashboard_screenshot_is_in_the_docs() -> None:
+    """docs/img/dashboard.png (make screenshot) exists and is a PNG of a sensible size."""
+    data = SCREENSHOT.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert 800 <= width <= 3000
+    assert 300 <= height <= 3000
+    assert 10_000 < len(data) < 2_000_000
+    assert "img/dashboard.png" in (ROOT / "docs" / "index.md").read_text()
+
+
+def test_screenshot_target_exists() -> None:
+    """`make screenshot` regenerates the picture with the script the docs name."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "screenshot:" in makefile
+    assert "scripts/dashboard.py screenshot docs/img/dashboard.png" in makefile
+    assert Path(ROOT / "scripts" / "dashboard.py").is_file()
