@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import struct
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +11,8 @@ import pytest
 
 from tests.e2e.test_browser import CHROMIUM_ARGS, require_chromium
 from tests.helpers.processes import ROOT, RedisServer
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.publishing import publishing
+from tests.helpers.server import StartServer
 
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 
@@ -100,28 +99,6 @@ def test_dashboard_token_field_reaches_an_auth_server(start_server: StartServer)
         page.wait_for_function("window.dashboard.rows.has('AAPL')", timeout=15_000)  # type: ignore[attr-defined]
         assert page.evaluate("sessionStorage.getItem('quotes.token')") == "s3cret-token"  # type: ignore[attr-defined]
     assert "s3cret-token" not in server.log()
-
-
-@contextmanager
-def publishing(redis: RedisServer, tickers: list[str]) -> Iterator[None]:
-    """Publish quotes for ``tickers`` in a loop (tolerating a Redis outage) until the block ends."""
-    stop = threading.Event()
-
-    def run() -> None:
-        seq = 0
-        while not stop.wait(0.05):
-            seq += 1
-            msgs = [quote_bytes(t, seq, close=100 + seq % 17 / 10) for t in tickers]
-            with contextlib.suppress(OSError, RuntimeError):  # Redis is down on purpose
-                redis.publish_many(CHANNEL, msgs)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(10)
 
 
 @pytest.mark.slow
