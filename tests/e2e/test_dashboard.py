@@ -86,6 +86,34 @@ def test_dashboard_shows_only_chosen_tickers_and_updates(start_server: StartServ
         assert stats["lastP99"] is not None
 
 
+COUNT_FRAMES = """
+(ms) => new Promise((resolve) => {
+  const d = window.dashboard.stats, renders = d.renders, received = d.received;
+  let frames = 0;
+  const start = performance.now();
+  const tick = (t) => {
+    frames += 1;
+    if (t - start < ms) { requestAnimationFrame(tick); return; }
+    resolve({frames, renders: d.renders - renders, received: d.received - received});
+  };
+  requestAnimationFrame(tick);
+})
+"""
+
+
+@pytest.mark.slow
+def test_dashboard_renders_once_per_frame_under_load(start_server: StartServer) -> None:
+    """At 2,000 quotes/s over 300 tickers the page renders at most once per animation frame."""
+    require_chromium()
+    server = start_server(None, demo_rate=2000, demo_tickers=300)
+    with dashboard(f"{server.http_url}/dashboard?tickers=*") as page:
+        page.wait_for_function("window.dashboard.rows.size >= 250", timeout=30_000)  # type: ignore[attr-defined]
+        counts = page.evaluate(COUNT_FRAMES, 2000)  # type: ignore[attr-defined]
+        assert counts["renders"] <= counts["frames"] + 1
+        assert counts["received"] > 2 * counts["renders"]  # many quotes per render
+        assert page.evaluate("window.dashboard.state()") == "open"  # type: ignore[attr-defined]
+
+
 def test_dashboard_token_field_reaches_an_auth_server(start_server: StartServer) -> None:
     """Without a token the page says "rejected"; with the token typed in it goes live."""
     require_chromium()
