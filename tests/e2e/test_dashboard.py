@@ -41,7 +41,7 @@ def dashboard(url: str) -> Iterator[object]:
 def rows(page: object) -> dict[str, float]:
     """Ticker -> last price of every row the page shows, read from the DOM."""
     cells = page.eval_on_selector_all(  # type: ignore[attr-defined]
-        "#rows tr",
+        "#rows .row",
         "trs => trs.map(tr => [tr.dataset.ticker, tr.querySelector('.last').textContent])",
     )
     return {t: float(p) for t, p in cells if p not in ("", "–")}
@@ -69,7 +69,7 @@ def test_dashboard_shows_only_chosen_tickers_and_updates(start_server: StartServ
         first = rows(page)
         assert set(first) == {"AAPL", "MSFT"}
         page.wait_for_function(  # type: ignore[attr-defined]
-            "prev => [...document.querySelectorAll('#rows tr .last')]"
+            "prev => [...document.querySelectorAll('#rows .row .last')]"
             ".some((td, i) => td.textContent !== prev[i])",
             arg=[f"{first[t]:.2f}" for t in sorted(first)],
             timeout=15_000,

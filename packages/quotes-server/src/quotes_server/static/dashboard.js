@@ -202,7 +202,7 @@
   function applySelection(text) {
     selected = parseTickers(text);
     for (const [ticker, row] of rows) {
-      if (selected && !selected.has(ticker)) { row.tr.remove(); rows.delete(ticker); }
+      if (selected && !selected.has(ticker)) { visibility.unobserve(row.tr); row.tr.remove(); rows.delete(ticker); }
     }
     el.count.textContent = String(rows.size);
     const url = new URL(location.href);
@@ -227,16 +227,20 @@
 
   // ---- rendering -----------------------------------------------------------------------
   function makeRow(ticker) {
-    const tr = document.createElement("tr");
+    const tr = document.createElement("div");
+    tr.className = "row";
+    tr.setAttribute("role", "row");
     const cells = {};
     for (const name of ["ticker", "last", "change", "pct", "bid", "ask", "volume", "time"]) {
-      const td = document.createElement("td");
+      const td = document.createElement("span");
       td.className = name;
+      td.setAttribute("role", "cell");
       tr.appendChild(td);
       cells[name] = td;
     }
     cells.ticker.textContent = ticker;
-    const td = document.createElement("td");
+    const td = document.createElement("span");
+    td.setAttribute("role", "cell");
     const canvas = document.createElement("canvas");
     canvas.className = "spark";
     canvas.width = 120; canvas.height = 24;
@@ -246,7 +250,7 @@
     const row = {
       ticker, tr, cells, canvas, first: null, last: null, prev: null, bid: null, ask: null,
       volume: 0, timestamp: "", history: new Float64Array(SPARK_POINTS), n: 0, head: 0,
-      paintedAt: 0, sparkAt: 0, flashUntil: 0,
+      paintedAt: 0, sparkAt: 0, flashUntil: 0, visible: true, stale: false,
     };
     // keep the table sorted by ticker
     let before = null;
@@ -255,9 +259,25 @@
     }
     el.rows.insertBefore(tr, before);
     rows.set(ticker, row);
+    tr.quotesRow = row;
+    visibility.observe(tr);
     el.count.textContent = String(rows.size);
     return row;
   }
+
+  // rows scrolled out of view are not rewritten; they catch up when they come back
+  const visibility = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      const row = entry.target.quotesRow;
+      row.visible = entry.isIntersecting;
+      if (row.visible && row.stale) {
+        row.stale = false;
+        dirty.add(row);
+        sparkDue.add(row);
+        if (!frameRequested) { frameRequested = true; requestAnimationFrame(frame); }
+      }
+    }
+  });
 
   const dirty = new Set();
   const flashing = new Set();
@@ -339,6 +359,7 @@
     dirty.clear();
     for (const row of todo) {
       if (rows.get(row.ticker) !== row) continue;
+      if (!row.visible) { row.stale = true; continue; }
       // a row repaints at most every ROW_EVERY_MS; later changes wait for a later frame
       if (nowMs - row.paintedAt >= ROW_EVERY_MS) { row.paintedAt = nowMs; paint(row, nowMs); }
       else dirty.add(row);
@@ -347,7 +368,8 @@
       if (nowMs - row.sparkAt >= SPARK_EVERY_MS) {
         sparkDue.delete(row);
         row.sparkAt = nowMs;
-        if (rows.get(row.ticker) === row) drawSpark(row);
+        if (rows.get(row.ticker) !== row) continue;
+        if (row.visible) drawSpark(row); else row.stale = true;
       }
     }
     for (const row of flashing) {
