@@ -17,7 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from quotes_core import ClientError, InvalidTickers, Mode, TickerFilter
+from quotes_core import ClientError
+from quotes_core.query import parse_mode_param, parse_tickers_param
 from quotes_server import __version__
 from quotes_server.connection import Connection
 from quotes_server.frames import FRAMES_EXTENSION
@@ -81,10 +82,8 @@ class QuotesEndpoint:
             return
         params = ws.query_params
         try:
-            if len(params.getlist("tickers")) > 1:
-                raise InvalidTickers("give tickers once, as a comma-separated list")
-            ticker_filter = TickerFilter.parse(params.get("tickers"))
-            mode = _mode(params.get("mode"))
+            ticker_filter = parse_tickers_param(params.getlist("tickers"))
+            mode = parse_mode_param(params.get("mode"))
         except ClientError as exc:
             await self._deny(ws, 400, str(exc), "bad_request")
             return
@@ -135,17 +134,6 @@ class QuotesEndpoint:
                 conn.sent,
                 sub.conflated,
             )
-
-
-def _mode(raw: str | None) -> Mode:
-    if raw is None or raw == "":
-        return Mode.FIFO
-    try:
-        return Mode(raw.lower())
-    except ValueError:
-        raise ClientError(
-            f"invalid mode {raw[:20]!r}: expected one of {', '.join(m.value for m in Mode)}"
-        ) from None
 
 
 def _remote(ws: WebSocket) -> str:
