@@ -183,6 +183,9 @@ def _server_argv(target: str, redis_url: str, args: argparse.Namespace) -> list[
             "--redis-url", redis_url,
             "--channel", args.channel,
             "--log-level", "warning",
+            # every load-generator client comes from 127.0.0.1: no per-address cap
+            "--max-connections-per-ip", "0",
+            "--max-connections", "0",
             *shlex.split(args.server_args),
         )  # fmt: skip
     return python_argv(

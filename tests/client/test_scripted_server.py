@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quotes_client import Backoff, ConnectFailed, Disconnected, QuotesClient
+from quotes_client import Backoff, ConnectFailed, Disconnected, HandshakeRejected, QuotesClient
 from quotes_client.testing import ScriptedServer
 from quotes_core import Quote, TickerFilter, encode_quote
 from quotes_core.testing import SMALL_UNIVERSE, filter_queries, quote_streams, quotes
@@ -229,8 +229,10 @@ REJECTED = [
     ("/ws/quotes?tickers=" + "A" * 17, None),
     ("/v1/ws?tickers=AAPL&tickers=MSFT", None),
     ("/ws?tickers=" + ",".join(f"T{i}" for i in range(1001)), None),
+    ("/ws?tickers=" + "A," * 10001, None),
     ("/ws/quotes?mode=bogus", None),
     ("/ws/quotes", "https://evil.example"),
+    ("/ws/quotes", "null"),
 ]
 
 
@@ -262,3 +264,16 @@ async def test_refused_handshake_is_503_with_retry_after() -> None:
         assert "unavailable" in body
         async with open_ws(server.url):
             await server.wait_connections(1)
+
+
+async def test_rejected_handshake_with_any_status_is_fatal_for_the_client() -> None:
+    """reject_next(1, 401, ...) reaches the client as HandshakeRejected, with no retry."""
+    sleep = RecordingSleep()
+    async with ScriptedServer() as server:
+        server.reject_next(1, 401, "missing token", {"WWW-Authenticate": "Bearer"})
+        async with QuotesClient(server.url, sleep=sleep) as client:
+            with pytest.raises(HandshakeRejected) as info:
+                await take(client, 1)
+    assert info.value.status == 401
+    assert sleep.delays == []
+    assert [(h.status, h.reason) for h in server.handshakes] == [(401, "missing token")]

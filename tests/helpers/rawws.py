@@ -54,3 +54,40 @@ def read_until_closed(sock: socket.socket, timeout: float = 30.0) -> int:
             total += len(data)
     except ConnectionResetError:
         return total
+
+
+UPGRADE_HEADERS = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+)
+
+
+def upgrade_request(target: str, extra_headers: str = "") -> bytes:
+    """The bytes of a complete WebSocket upgrade request for ``target``."""
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n{UPGRADE_HEADERS}{extra_headers}\r\n"
+    ).encode()
+
+
+def exchange(port: int, data: bytes, *, timeout: float = 10.0) -> bytes:
+    """Send ``data`` on a new connection and read until the server closes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_all(sock, timeout)
+
+
+def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the peer sends until EOF (or reset); raises ``TimeoutError`` on silence."""
+    sock.settimeout(timeout)
+    out = b""
+    try:
+        while chunk := sock.recv(65536):
+            out += chunk
+    except ConnectionResetError:
+        pass
+    return out
+
+
+def status_of(response: bytes) -> int:
+    """The status code of a raw HTTP response."""
+    return int(response.split(b" ", 2)[1])

@@ -10,6 +10,7 @@ event loop.
 """
 
 from quotes_core.backoff import Backoff, backoff
+from quotes_core.bucket import TokenBucket
 from quotes_core.errors import (
     ClientError,
     InvalidQuote,
@@ -57,6 +58,7 @@ __all__ = [
     "QuotesError",
     "Subscription",
     "TickerFilter",
+    "TokenBucket",
     "UpstreamError",
     "__version__",
     "backoff",

@@ -54,6 +54,30 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_WS_PER_MESSAGE_DEFLATE",
         "offer per-message-deflate: true|false (default false)",
     ),
+    "max_connections": (
+        "QUOTES_MAX_CONNECTIONS",
+        "WebSocket connections per process, 0 for no cap (default 10000)",
+    ),
+    "max_connections_per_ip": (
+        "QUOTES_MAX_CONNECTIONS_PER_IP",
+        "WebSocket connections per client address, 0 for no cap (default 100)",
+    ),
+    "trusted_proxies": (
+        "QUOTES_TRUSTED_PROXIES",
+        "comma-separated proxy IPs/CIDRs whose X-Forwarded-For is honoured (default none)",
+    ),
+    "handshake_timeout": (
+        "QUOTES_HANDSHAKE_TIMEOUT",
+        "seconds a connection has to send its request head (default 10)",
+    ),
+    "auth_tokens_file": (
+        "QUOTES_AUTH_TOKENS_FILE",
+        "file of static tokens (turns auth on; secrets: QUOTES_AUTH_TOKENS, QUOTES_JWT_SECRET)",
+    ),
+    "jwt_public_key_file": (
+        "QUOTES_JWT_PUBLIC_KEY_FILE",
+        "PEM public key of RS256 JWTs (turns auth on)",
+    ),
     "demo_rate": ("QUOTES_DEMO_RATE", "demo feed quotes per second (default 200)"),
     "demo_tickers": ("QUOTES_DEMO_TICKERS", "demo feed symbols (default 300)"),
 }
@@ -73,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _log_config(level: str) -> dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
+    # every line that may carry client text (uvicorn's included) is escaped and cut
+    config.setdefault("filters", {})["safe"] = {"()": "quotes_server.logs.SafeLogFilter"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("safe")
     config["loggers"]["quotes_server"] = {
         "handlers": ["default"],
         "level": level.upper() if level != "trace" else "DEBUG",
@@ -107,12 +135,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        http="quotes_server.http_protocol:QuotesHttpProtocol",
         ws="quotes_server.protocol:QuotesWebSocketProtocol",
         ws_max_size=settings.ws_max_size,
         ws_ping_interval=settings.ws_ping_interval,
         ws_ping_timeout=settings.ws_ping_timeout,
         ws_per_message_deflate=settings.ws_per_message_deflate,
         lifespan="on",
+        # X-Forwarded-For is honoured only from the configured proxies (uvicorn's own
+        # default trusts 127.0.0.1, which would let any local peer pick its address)
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
         log_level=settings.log_level,
         log_config=_log_config(settings.log_level),
         timeout_graceful_shutdown=max(1, int(settings.close_timeout) + 1),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,10 +21,12 @@ from starlette.websockets import WebSocket
 from quotes_core import ClientError
 from quotes_core.query import parse_mode_param, parse_tickers_param
 from quotes_server import __version__
-from quotes_server.connection import Connection
+from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
+from quotes_server.connection import CloseCode, Connection
 from quotes_server.frames import FRAMES_EXTENSION
+from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
+from quotes_server.logs import safe
 from quotes_server.metrics import Metrics
-from quotes_server.protocol import CLOSE_TIMEOUT_STATE_KEY
 from quotes_server.runtime import Runtime
 from quotes_server.settings import Settings
 from quotes_server.sources import QuoteSource
@@ -61,29 +64,79 @@ class QuotesEndpoint:
     """
     The ASGI app behind every WebSocket path: handshake checks, then a
     :class:`~quotes_server.connection.Connection` until the socket closes.
+
+    The checks run in this order, each answered with an HTTP status before the
+    upgrade (the ASGI denial-response extension): Origin (403), the process's
+    connection cap (503) and the client IP's (429), the token when auth is on
+    (401), the query string (400), the token's ticker grant (403), the upstream
+    (503). Between the caps and registering the connection there is no ``await``,
+    so concurrent handshakes cannot overshoot a cap.
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, auth: Authenticator) -> None:
         self.runtime = runtime
+        self.auth = auth
 
-    async def _deny(self, ws: WebSocket, status: int, reason: str, outcome: str) -> None:
+    async def _deny(
+        self,
+        ws: WebSocket,
+        status: int,
+        reason: str,
+        outcome: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.runtime.metrics.handshakes.labels(outcome).inc()
-        headers = {"Retry-After": str(self.runtime.settings.retry_after)} if status == 503 else None
-        log.info("handshake from %s rejected with %d: %s", _remote(ws), status, reason)
+        if status in (429, 503):
+            headers = {"Retry-After": str(self.runtime.settings.retry_after), **(headers or {})}
+        log.info("handshake from %s rejected with %d: %s", _remote(ws), status, safe(reason))
         await ws.send_denial_response(PlainTextResponse(reason + "\n", status, headers=headers))
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        ws = WebSocket(scope, receive, send)
+    def _refusal(self, ws: WebSocket) -> tuple[int, str, str, dict[str, str] | None] | None:
         runtime = self.runtime
         settings = runtime.settings
         origin = ws.headers.get("origin")
         if not settings.origin_allowed(origin):
-            await self._deny(ws, 403, f"Origin {origin!r} is not allowed", "origin_forbidden")
+            return (
+                403,
+                f"Origin {safe(origin or '', 100)!r} is not allowed",
+                "origin_forbidden",
+                None,
+            )
+        if settings.max_connections and len(runtime.connections) >= settings.max_connections:
+            return 503, "Server at its connection limit; retry later", "over_capacity", None
+        cap = settings.max_connections_per_ip
+        if cap and runtime.connections_from(_host(ws)) >= cap:
+            return (
+                429,
+                f"Too many connections from this address (at most {cap})",
+                "ip_limit",
+                None,
+            )
+        return None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        ws = WebSocket(scope, receive, send)
+        runtime = self.runtime
+        refusal = self._refusal(ws)
+        if refusal is not None:
+            await self._deny(ws, *refusal)
             return
         params = ws.query_params
         try:
+            grant = self.auth.authenticate(ws.headers, params)
             ticker_filter = parse_tickers_param(params.getlist("tickers"))
             mode = parse_mode_param(params.get("mode"))
+            if grant is not None and not grant.allows(ticker_filter):
+                raise AccessDenied("the token does not grant every requested ticker")
+        except Unauthorized as exc:
+            auth_error = ', error="invalid_token"' if "invalid" in str(exc) else ""
+            await self._deny(
+                ws, 401, str(exc), "unauthorized", {"WWW-Authenticate": f"Bearer{auth_error}"}
+            )
+            return
+        except AccessDenied as exc:
+            await self._deny(ws, 403, str(exc), "forbidden")
+            return
         except ClientError as exc:
             await self._deny(ws, 400, str(exc), "bad_request")
             return
@@ -106,39 +159,64 @@ class QuotesEndpoint:
             receive,
             client_id=runtime.next_client_id(),
             remote=_remote(ws),
+            host=_host(ws),
             frames=scope.get("extensions", {}).get(FRAMES_EXTENSION),
         )
+        if grant is not None:
+            conn.ticker_grant = grant.tickers
         runtime.add(conn)
+        expiry = _expiry_timer(conn, grant)
         code: int | None = None
         try:
             await ws.accept()
             runtime.metrics.handshakes.labels("accepted").inc()
             log.info(
-                "client %s connected from %s path=%s tickers=%s mode=%s raw_frames=%s",
+                "client %s connected from %s path=%s tickers=%s mode=%s raw_frames=%s%s",
                 conn.client_id,
                 conn.remote,
                 scope["path"],
                 ticker_filter,
                 mode.value,
                 conn.raw_frames,
+                f" auth={grant.subject}" if grant is not None else "",
             )
             code = await conn.serve()
         finally:
+            if expiry is not None:
+                expiry.cancel()
             runtime.remove(conn)
             runtime.metrics.disconnects.labels(str(code)).inc()
             log.info(
                 "client %s disconnected code=%s reason=%r sent=%d conflated=%d",
                 conn.client_id,
                 code,
-                conn.close_reason,
+                safe(conn.close_reason),
                 conn.sent,
                 sub.conflated,
             )
 
 
+def _expiry_timer(conn: Connection, grant: Grant | None) -> asyncio.TimerHandle | None:
+    """Close the connection with 1008 when its token expires."""
+    if grant is None or grant.expires_at is None:
+        return None
+
+    def expired() -> None:
+        conn.runtime.metrics.limit_hits.labels("token_expired").inc()
+        conn.close(CloseCode.POLICY_VIOLATION, "Token expired")
+
+    return asyncio.get_running_loop().call_later(max(0.0, grant.expires_at - time.time()), expired)
+
+
 def _remote(ws: WebSocket) -> str:
     client = ws.client
     return f"{client.host}:{client.port}" if client else "?"
+
+
+def _host(ws: WebSocket) -> str:
+    """The client's address (from ``X-Forwarded-For`` only behind a trusted proxy)."""
+    client = ws.client
+    return client.host if client else "?"
 
 
 def create_app(settings: Settings | None = None, source: QuoteSource | None = None) -> FastAPI:
@@ -153,10 +231,29 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     source = source or make_source(settings)
     metrics = Metrics()
     runtime = Runtime(settings, source, metrics)
+    auth = Authenticator(settings)
+    limits = ProtocolLimits(
+        close_timeout=settings.close_timeout,
+        handshake_timeout=settings.handshake_timeout,
+        max_url_length=settings.http_max_url_length,
+        max_header_size=settings.http_max_header_size,
+        max_headers=settings.http_max_headers,
+        max_head_size=settings.http_max_head_size,
+        inbound_rate=settings.ws_inbound_rate,
+        inbound_burst=settings.ws_inbound_burst,
+        on_limit=lambda event: metrics.limit_hits.labels(event).inc(),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         log.info("effective cors_origins: %s", settings.cors_origins)
+        log.info(
+            "limits: max_connections=%d max_connections_per_ip=%d trusted_proxies=%s auth=%s",
+            settings.max_connections,
+            settings.max_connections_per_ip,
+            settings.trusted_proxies or "none",
+            ", ".join(auth.sources) or "off",
+        )
         if settings.demo:
             log.warning(
                 "no Redis URL configured: serving the built-in DEMO feed "
@@ -169,7 +266,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         else:
             log.info("subscribing to Redis channel %r", settings.channel)
         await runtime.start()
-        yield {CLOSE_TIMEOUT_STATE_KEY: settings.close_timeout}
+        yield {LIMITS_STATE_KEY: limits}
         await runtime.stop()
 
     app = FastAPI(
@@ -179,7 +276,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         lifespan=lifespan,
     )
     app.state.runtime = runtime
-    endpoint = QuotesEndpoint(runtime)
+    endpoint = QuotesEndpoint(runtime, auth)
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
 

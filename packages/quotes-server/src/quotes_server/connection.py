@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from quotes_core import Subscription
 from quotes_server.frames import FramesExtension, frame_text
+from quotes_server.logs import safe
 
 if TYPE_CHECKING:
     from quotes_server.runtime import Runtime
@@ -37,6 +38,7 @@ class CloseCode:
 
     NORMAL = 1000
     GOING_AWAY = 1001
+    POLICY_VIOLATION = 1008
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
 
@@ -56,12 +58,17 @@ class Connection:
         *,
         client_id: str,
         remote: str,
+        host: str = "?",
         frames: FramesExtension | None = None,
     ) -> None:
         self.runtime = runtime
         self.sub = sub
         self.client_id = client_id
         self.remote = remote
+        self.host = host
+        """The client's IP address, as counted by the per-address cap."""
+        self.ticker_grant: frozenset[str] | None = None
+        """The tickers this client's token may subscribe to (``None``: any)."""
         self._send = send
         self._receive = receive
         self.raw_frames = frames is not None
@@ -169,7 +176,7 @@ class Connection:
                 logging.INFO,
                 "client %s sent a non-JSON message (ignored): %s",
                 self.client_id,
-                text[:100],
+                safe(text, 100),
             )
 
     def _account_conflated(self) -> None:

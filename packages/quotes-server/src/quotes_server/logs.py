@@ -1,18 +1,85 @@
-"""Logging helpers: a rate limit for messages that can arrive in floods."""
+"""
+Logging helpers: client text made safe for one log line, and a rate limit for
+messages that can arrive in floods.
+
+Anything a client controls (a message, a ticker list, a header, a close reason,
+the request path uvicorn logs) may hold newlines, terminal escapes or megabytes.
+:func:`safe` renders such a string as one bounded, escaped line, and
+:class:`SafeLogFilter` applies it to every string argument of every record on the
+server's handlers, so uvicorn's own lines are covered too; it also blanks the
+value of an ``access_token`` query parameter wherever it appears.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimitedLog", "truncate"]
+__all__ = ["RateLimitedLog", "SafeLogFilter", "redact", "safe", "truncate"]
+
+SAFE_LIMIT = 200
+"""Characters of a client-supplied string kept in a log line."""
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_TOKEN = re.compile(r"(access_token=)[^&\s\"']*", re.IGNORECASE)
+_BEARER = re.compile(r"(bearer\s+)\S+", re.IGNORECASE)
 
 
-def truncate(raw: bytes | str, limit: int = 200) -> str:
-    """A printable, bounded rendering of a payload for logs."""
+def _escape(match: re.Match[str]) -> str:
+    return f"\\x{ord(match.group()):02x}"
+
+
+def redact(text: str) -> str:
+    """Blank the values of ``access_token`` parameters and bearer credentials."""
+    if "access_token" in text.lower():
+        text = _TOKEN.sub(r"\1[redacted]", text)
+    if "bearer" in text.lower():
+        text = _BEARER.sub(r"\1[redacted]", text)
+    return text
+
+
+def safe(text: str, limit: int = SAFE_LIMIT) -> str:
+    """
+    One log-safe line for a client-supplied string: tokens redacted, control
+    characters (newlines included) escaped as ``\\xNN``, at most ``limit``
+    characters of the original kept. Idempotent, so a string made safe at the
+    call site passes the log filter unchanged.
+    """
+    cut = len(text) > limit
+    out = _UNSAFE.sub(_escape, redact(text[:limit] if cut else text))
+    return out + f"... ({len(text)} chars)" if cut else out
+
+
+def truncate(raw: bytes | str, limit: int = SAFE_LIMIT) -> str:
+    """A printable, bounded rendering of a payload for logs (its ``repr``, cut)."""
     text = repr(raw[:limit])
     return text + f"... ({len(raw)} bytes)" if len(raw) > limit else text
+
+
+class SafeLogFilter(logging.Filter):
+    """
+    Make every string argument of a record log-safe (see :func:`safe`).
+
+    Installed on the server's log handlers, so it covers uvicorn's records (which
+    carry the request path with its query string) as well as ours. The format
+    string itself is ours and left alone; a record without arguments has its
+    message redacted only.
+    """
+
+    def __init__(self, name: str = "", limit: int = 1000) -> None:
+        super().__init__(name)
+        self.limit = limit
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(safe(a, self.limit) if isinstance(a, str) else a for a in args)
+        elif not args and isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
 
 
 class RateLimitedLog:

@@ -15,9 +15,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
+from quotes_server.limits import LIMIT_EVENTS
 from quotes_server.sources import SourceState
 
-__all__ = ["HotCounters", "Metrics"]
+__all__ = ["HANDSHAKE_OUTCOMES", "HotCounters", "Metrics"]
+
+HANDSHAKE_OUTCOMES = (
+    "accepted",
+    "bad_request",
+    "unauthorized",
+    "origin_forbidden",
+    "forbidden",
+    "ip_limit",
+    "over_capacity",
+    "upstream_unavailable",
+)
+"""Label values of ``quotes_ws_handshakes``."""
 
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -69,8 +82,9 @@ class Metrics:
         self.connections = Gauge("quotes_ws_connections", "Open WebSocket connections.", registry=r)
         self.handshakes = Counter(
             "quotes_ws_handshakes",
-            "WebSocket handshakes by outcome: accepted, bad_request (400), "
-            "origin_forbidden (403), upstream_unavailable (503).",
+            "WebSocket handshakes by outcome: accepted, bad_request (400), unauthorized (401), "
+            "origin_forbidden (403), forbidden (403, token grant), ip_limit (429), "
+            "over_capacity (503), upstream_unavailable (503).",
             ["outcome"],
             registry=r,
         )
@@ -112,8 +126,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        for outcome in ("accepted", "bad_request", "origin_forbidden", "upstream_unavailable"):
+        self.limit_hits = Counter(
+            "quotes_limit_hits",
+            "Connections refused or closed by a protocol limit: handshake_timeout (408 or "
+            "close), url_too_long (414), headers_too_large (431), invalid_request (400), "
+            "inbound_rate (1008), token_expired (1008).",
+            ["limit"],
+            registry=r,
+        )
+        for outcome in HANDSHAKE_OUTCOMES:
             self.handshakes.labels(outcome)
+        for limit in (*LIMIT_EVENTS, "token_expired"):
+            self.limit_hits.labels(limit)
         for reason in ("json", "encoding", "schema", "ticker", "non_finite", "too_large"):
             self.invalid.labels(reason)
         self.set_state(SourceState.CONNECTING)

@@ -12,7 +12,17 @@ uvicorn's sans-I/O WebSocket protocol with two changes for a streaming server.
    not answer within ``close_timeout`` (from the app's lifespan state, key
    ``quotes_close_timeout``) aborts the socket instead of waiting for a flush that
    never comes. The same applies after a keepalive ping timeout.
-3. **Pre-built frames.** Connections that did not negotiate an extension get the
+3. **Answers every handshake.** When the ``websockets`` parser itself rejects a
+   request (a request line or header over its limits, or no valid HTTP at all) it
+   queues a ``414``/``431`` response or an EOF that uvicorn never writes, so the
+   client waited for its own timeout; here that answer is written and the socket
+   closed. A denial response sent by the app (``400``/``401``/``403``/``429``/``503``)
+   also counts as a completed handshake, so uvicorn no longer logs "ASGI callable
+   returned without completing handshake" for each one.
+4. **Inbound rate.** Every client frame (text, binary, ping, pong) takes a token
+   from the connection's :class:`~quotes_core.bucket.TokenBucket`; a client past
+   the configured rate and burst is closed with 1008 "Policy violation".
+5. **Pre-built frames.** Connections that did not negotiate an extension get the
    ``quotes.frames`` extension in their scope (:class:`~quotes_server.frames.FramesExtension`):
    a non-blocking ``write(frames)`` of complete, pre-built server frames with one
    transport write, and the ``writable`` event of the connection's write
@@ -24,19 +34,39 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import websockets.http11
 from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
+from quotes_core.bucket import TokenBucket
 from quotes_server.frames import FRAMES_EXTENSION, FramesExtension
+from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
 
-__all__ = ["CLOSE_TIMEOUT_STATE_KEY", "QuotesWebSocketProtocol"]
+__all__ = ["POLICY_VIOLATION", "QuotesWebSocketProtocol"]
 
-CLOSE_TIMEOUT_STATE_KEY = "quotes_close_timeout"
 SHUTDOWN_CODE = 1001
 SHUTDOWN_REASON = "Server shutting down"
+POLICY_VIOLATION = 1008
+INBOUND_RATE_REASON = "Policy violation: too many messages"
+
+# uvicorn hands the upgrade request, already parsed and bounded by
+# QuotesHttpProtocol, to the websockets parser again; let that parser accept every
+# request line the HTTP layer let through (its default is 8 KiB, the documented
+# knob is the WEBSOCKETS_MAX_LINE_LENGTH variable, read only at import).
+_URL_ROOM = 64  # "GET " + " HTTP/1.1" and some slack
+
+
+def _allow_request_lines(max_url_length: int) -> None:
+    needed = max_url_length + _URL_ROOM
+    if websockets.http11.MAX_LINE_LENGTH < needed:
+        websockets.http11.MAX_LINE_LENGTH = needed
+
+
+_allow_request_lines(ProtocolLimits().max_url_length)
 
 
 class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -50,7 +80,13 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.close_timeout = float(app_state.get(CLOSE_TIMEOUT_STATE_KEY, self.close_timeout))
+        limits = app_state.get(LIMITS_STATE_KEY)
+        self.limits: ProtocolLimits = limits if limits is not None else ProtocolLimits()
+        self.close_timeout = self.limits.close_timeout
+        _allow_request_lines(self.limits.max_url_length)
+        self._bucket = TokenBucket(
+            self.limits.inbound_rate, self.limits.inbound_burst, self.loop.time()
+        )
 
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent and not self.disconnected:
@@ -65,6 +101,65 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
             self._abort_later()
             return
         super().shutdown()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            # the websockets parser rejected the request itself: write its answer
+            # (414/431, or just the EOF for a request it could not read) and close
+            out = self.conn.data_to_send()
+            if any(out):
+                self.transport.write(b"".join(out))
+            self.limits.on_limit("invalid_request")
+            self.handshake_initiated = self.handshake_complete = self.close_sent = True
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        # a flood of frames is refused before any of them is handled
+        for event in self.conn.events_received():
+            if isinstance(event, Request):
+                self.handle_connect(event)
+            elif isinstance(event, Frame):
+                if event.opcode is Opcode.CLOSE:
+                    self.handle_close(event)
+                elif self.close_sent or self.disconnected:
+                    continue  # closing: only the peer's close frame still matters
+                elif self._bucket.take(self.loop.time()):
+                    self._handle_frame(event)
+                else:
+                    self._close_for_flood()
+                    return
+
+    def _handle_frame(self, event: Frame) -> None:
+        opcode = event.opcode
+        if opcode is Opcode.TEXT:
+            self.handle_text(event)
+        elif opcode is Opcode.BINARY:
+            self.handle_bytes(event)
+        elif opcode is Opcode.CONT:
+            self.handle_cont(event)
+        elif opcode is Opcode.PING:
+            self.handle_ping()
+        else:
+            self.handle_pong(event)
+
+    def _close_for_flood(self) -> None:
+        self.limits.on_limit("inbound_rate")
+        self.stop_keepalive()
+        self.queue.put_nowait(
+            {
+                "type": "websocket.disconnect",
+                "code": POLICY_VIOLATION,
+                "reason": INBOUND_RATE_REASON,
+            }
+        )
+        self.conn.send_close(POLICY_VIOLATION, INBOUND_RATE_REASON)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self._abort_later()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -89,6 +184,9 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
                 self._abort_later()
             return
         await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            # a denial response is a finished handshake: nothing more will be sent
+            self.handshake_complete = True
 
     def _write_frames(self, data: bytes) -> bool:
         if (

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import time
+from collections import Counter
 from datetime import datetime
 
 from quotes_core import Hub, InvalidQuote, Subscription, parse_quote
@@ -44,6 +45,7 @@ class Runtime:
         # the hub carries pre-built WebSocket frames: built once per quote, shared by all
         self.hub: Hub[bytes] = Hub(bound=settings.buffer_size)
         self.connections: dict[Subscription[bytes], Connection] = {}
+        self._per_host: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._invalid_log = RateLimitedLog(logging.getLogger("quotes_server.upstream"))
@@ -116,12 +118,22 @@ class Runtime:
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.sub] = conn
+        self._per_host[conn.host] += 1
         self.metrics.connections.inc()
 
     def remove(self, conn: Connection) -> None:
         if self.connections.pop(conn.sub, None) is not None:
             self.metrics.connections.dec()
+            left = self._per_host[conn.host] - 1
+            if left > 0:
+                self._per_host[conn.host] = left
+            else:
+                del self._per_host[conn.host]
         self.hub.unsubscribe(conn.sub)
+
+    def connections_from(self, host: str) -> int:
+        """Open connections from one client address."""
+        return self._per_host.get(host, 0)
 
     def close_all(self, code: int, reason: str) -> None:
         for conn in list(self.connections.values()):

@@ -7,9 +7,11 @@ every worker process reads one consistent configuration.
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -69,6 +71,45 @@ class Settings(BaseSettings):
     ws_per_message_deflate: bool = False
     """Offer per-message-deflate compression (costs CPU per client)."""
 
+    # --- limits (docs: Security and limits) ---
+    max_connections: int = Field(10_000, ge=0)
+    """Most WebSocket connections per process (0: no cap); past it handshakes get 503."""
+    max_connections_per_ip: int = Field(100, ge=0)
+    """Most WebSocket connections per client IP (0: no cap); past it handshakes get 429."""
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    """Proxy addresses (IPs or CIDR networks) whose ``X-Forwarded-For`` names the client;
+    from any other peer the header is ignored."""
+    handshake_timeout: float = Field(10.0, gt=0)
+    """Seconds a new TCP connection has to send a complete request head (else 408 and close)."""
+    http_max_url_length: int = Field(32 * 1024, ge=1024)
+    """Longest request target (path and query) in bytes; longer gets 414."""
+    http_max_header_size: int = Field(8 * 1024, ge=256, le=8 * 1024)
+    """Longest header field (name and value) in bytes; longer gets 431."""
+    http_max_headers: int = Field(100, ge=8, le=128)
+    """Most header fields per request; more gets 431."""
+    http_max_head_size: int = Field(64 * 1024, ge=4096)
+    """Most bytes of request line and headers together; more gets 431."""
+    ws_inbound_rate: float = Field(50.0, gt=0)
+    """Client frames (messages, pings, pongs) allowed per second on average; past the
+    burst the connection is closed with 1008."""
+    ws_inbound_burst: int = Field(200, ge=1)
+    """Client frames allowed at once above the average rate."""
+
+    # --- authentication (off unless one of these is set) ---
+    auth_tokens: Annotated[list[str], NoDecode] = []
+    """Static bearer tokens (comma-separated in ``QUOTES_AUTH_TOKENS``)."""
+    auth_tokens_file: Path | None = None
+    """File of static tokens: one per line, optionally followed by the tickers it may
+    subscribe to (``token AAPL,MSFT``); ``#`` starts a comment."""
+    jwt_secret: SecretStr | None = None
+    """Shared secret of HS256 JSON Web Tokens."""
+    jwt_public_key_file: Path | None = None
+    """PEM public key of RS256 JSON Web Tokens."""
+    jwt_audience: str | None = None
+    """Required ``aud`` claim of JWTs, if set."""
+    jwt_issuer: str | None = None
+    """Required ``iss`` claim of JWTs, if set."""
+
     demo_rate: float = Field(200.0, gt=0)
     """Quotes per second of the built-in demo feed."""
     demo_tickers: int = Field(300, ge=1)
@@ -81,7 +122,21 @@ class Settings(BaseSettings):
             return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("trusted_proxies", "auth_tokens", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @field_validator("redis_url", "jwt_audience", "jwt_issuer", mode="before")
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -96,8 +151,12 @@ class Settings(BaseSettings):
         Tell whether a handshake's ``Origin`` header passes ``cors_origins``.
 
         No header (a non-browser client) is allowed; otherwise an exact
-        ``scheme://host[:port]`` match, or ``*`` in the list.
+        ``scheme://host[:port]`` match, or ``*`` in the list. ``Origin: null`` is
+        allowed only when ``null`` itself is listed.
         """
         if origin is None:
             return True
+        if origin == "null":
+            # sandboxed frames, file:// pages, redirects: not an origin ``*`` should cover
+            return "null" in self.cors_origins
         return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins

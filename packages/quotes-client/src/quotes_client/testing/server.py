@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
+import websockets.http11
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -39,6 +40,10 @@ WS_PATHS = ("/ws/quotes", "/ws", "/v1/ws/quotes", "/v1/ws")
 
 MAX_CLIENT_FRAME = 64 * 1024
 """Largest client frame accepted, as ``quotes-server``'s default ``ws_max_size``."""
+
+MAX_URL_LENGTH = 32 * 1024
+"""Longest request target accepted, as ``quotes-server``'s default ``max_url_length``
+(so an over-long ``tickers`` value gets the same 400, not the parser's 8 KiB limit)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ class ScriptedServer:
         """Every accepted connection, in order (open or closed)."""
         self.published: list[Quote] = []
         """Every quote given to :meth:`publish`."""
-        self._refuse = 0
+        self._rejections: list[tuple[int, str, dict[str, str]]] = []
         self._pending: dict[ServerConnection, ScriptedConnection] = {}
         self._server: Server | None = None
         self._changed = asyncio.Event()
@@ -115,6 +120,10 @@ class ScriptedServer:
 
     async def start(self) -> None:
         """Listen (``async with`` does it for you)."""
+        # the websockets parser's request-line limit is a module global (8 KiB by
+        # default); quotes-server raises it the same way, and only ever upwards
+        if websockets.http11.MAX_LINE_LENGTH < MAX_URL_LENGTH + 64:
+            websockets.http11.MAX_LINE_LENGTH = MAX_URL_LENGTH + 64
         self._server = await serve(
             self._handle,
             self.host,
@@ -169,7 +178,18 @@ class ScriptedServer:
 
     def refuse_next(self, count: int = 1) -> None:
         """Answer the next ``count`` handshakes with 503 and ``Retry-After`` (upstream down)."""
-        self._refuse += count
+        reason = "Upstream quote source unavailable (scripted); retry later"
+        self.reject_next(count, 503, reason, {"Retry-After": str(self.retry_after)})
+
+    def reject_next(
+        self, count: int, status: int, reason: str, headers: dict[str, str] | None = None
+    ) -> None:
+        """
+        Answer the next ``count`` otherwise valid handshakes with any HTTP status, e.g.
+        ``401`` with ``{"WWW-Authenticate": "Bearer"}`` or ``429`` (what ``quotes-server``
+        answers with auth or connection caps on; the scripted server has neither).
+        """
+        self._rejections += [(status, reason, dict(headers or {}))] * count
 
     async def close_all(self, code: int = 1011, reason: str = "", *, flush: bool = True) -> None:
         """Close every open connection with ``code`` (see :meth:`ScriptedConnection.close`)."""
@@ -248,6 +268,8 @@ class ScriptedServer:
         # quotes_server.settings.Settings.origin_allowed
         if origin is None:
             return True
+        if origin == "null":  # sandboxed frames, file:// pages: only when listed
+            return "null" in self.cors_origins
         return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
@@ -255,12 +277,12 @@ class ScriptedServer:
         query = parse_qs(parts.query, keep_blank_values=True)
         answer = self._check(parts.path, query, request.headers)
         if answer is not None:
-            status, reason = answer
+            status, reason, headers = answer
             self.handshakes.append(Handshake(parts.path, query, request.headers, status, reason))
             self._notify()
             response = ws.respond(status, reason + "\n")
-            if status == 503:
-                response.headers["Retry-After"] = str(self.retry_after)
+            for name, value in headers.items():
+                response.headers[name] = value
             return response
         ticker_filter = parse_tickers_param(query.get("tickers", []))
         mode = parse_mode_param(_last(query.get("mode")))
@@ -274,20 +296,19 @@ class ScriptedServer:
 
     def _check(
         self, path: str, query: dict[str, list[str]], headers: Headers
-    ) -> tuple[int, str] | None:
+    ) -> tuple[int, str, dict[str, str]] | None:
         if path not in WS_PATHS:
-            return 404, "Not Found"
+            return 404, "Not Found", {}
         origin = headers.get("Origin")
         if not self._origin_allowed(origin):
-            return 403, f"Origin {origin!r} is not allowed"
+            return 403, f"Origin {origin!r} is not allowed", {}
         try:
             parse_tickers_param(query.get("tickers", []))
             parse_mode_param(_last(query.get("mode")))
         except ClientError as exc:
-            return 400, str(exc)
-        if self._refuse > 0:
-            self._refuse -= 1
-            return 503, "Upstream quote source unavailable (scripted); retry later"
+            return 400, str(exc), {}
+        if self._rejections:
+            return self._rejections.pop(0)
         return None
 
     def _process_response(

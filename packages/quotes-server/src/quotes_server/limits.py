@@ -1,0 +1,61 @@
+"""
+The transport-level limits our uvicorn protocols enforce, and how they report.
+
+The app hands one :class:`ProtocolLimits` to the protocols through the lifespan
+state (key :data:`LIMITS_STATE_KEY`): uvicorn creates a protocol object per
+connection with that state, before any ASGI code runs for it. Every limit that
+trips is reported through :attr:`ProtocolLimits.on_limit` with one of the names
+in :data:`LIMIT_EVENTS`, which the server counts in ``quotes_limit_hits``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["LIMITS_STATE_KEY", "LIMIT_EVENTS", "ProtocolLimits"]
+
+LIMITS_STATE_KEY = "quotes_limits"
+"""Key of the :class:`ProtocolLimits` in the lifespan state."""
+
+LIMIT_EVENTS = (
+    "handshake_timeout",
+    "url_too_long",
+    "headers_too_large",
+    "invalid_request",
+    "inbound_rate",
+)
+"""Names reported to :attr:`ProtocolLimits.on_limit`."""
+
+
+def _ignore(_event: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolLimits:
+    """
+    Limits applied below the ASGI app, per connection.
+
+    The defaults are the server's documented defaults (see the *Security and
+    limits* page); the app builds this from its settings.
+    """
+
+    close_timeout: float = 10.0
+    """Seconds a peer has to answer our close frame before the socket is dropped."""
+    handshake_timeout: float = 10.0
+    """Seconds from TCP accept (or the first byte of a request) to a complete request head."""
+    max_url_length: int = 32 * 1024
+    """Longest request target (path and query), in bytes; longer gets 414."""
+    max_header_size: int = 8 * 1024
+    """Longest single header (name and value), in bytes; longer gets 431."""
+    max_headers: int = 100
+    """Most header fields in a request; more gets 431."""
+    max_head_size: int = 64 * 1024
+    """Most bytes of request line plus headers; more gets 431."""
+    inbound_rate: float = 50.0
+    """Client frames (messages, pings and pongs) allowed per second, on average."""
+    inbound_burst: int = 200
+    """Client frames allowed in a burst above the average rate."""
+    on_limit: Callable[[str], None] = field(default=_ignore, compare=False)
+    """Called with the name of each limit that trips (see :data:`LIMIT_EVENTS`)."""

@@ -1,0 +1,151 @@
+"""
+Hundreds of bad clients at once against one server: the healthy ones miss nothing,
+and afterwards nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+
+import jwt
+import psutil
+import pytest
+
+from tests.helpers.processes import RedisServer, ServerProcess, wait_until
+from tests.helpers.rawws import UPGRADE_HEADERS, raw_handshake
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.ws import (
+    ConnectionClosed,
+    collect_until,
+    handshake_rejection,
+    open_ws,
+    wait_closed,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+TOKEN = "storm-token-5b9e"
+SECRET = "storm-secret-0123456789-0123456789-0123"
+N_QUOTES = 30_000  # ~5.7 MB: more than a stalled reader's socket buffers absorb
+TICKERS = ["AAPL", "MSFT", "GOOGL", "TSLA"]
+
+
+def ready(server: ServerProcess) -> dict[str, int]:
+    doc = json.loads(server.get("/ready")[1])
+    assert isinstance(doc, dict)
+    return doc
+
+
+async def flooder(url: str) -> int | None:
+    """Send frames far past the inbound rate; return the close code the server sent."""
+    async with open_ws(url) as ws:
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(400):
+                await ws.send("{}")
+        closed = await wait_closed(ws, timeout=60)
+    return closed.rcvd.code if closed.rcvd is not None else None
+
+
+async def half_handshake(port: int) -> bytes:
+    """Send half a request and wait for the server to give up on it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /ws/quotes HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n")
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 60)
+    finally:
+        writer.close()
+
+
+async def huge_handshake(port: int) -> bytes:
+    """A 60 kB request line: answered at once with 414."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        target = "/ws/quotes?tickers=" + "ABC," * 15_000
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\n{UPGRADE_HEADERS}\r\n".encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 60)
+    finally:
+        writer.close()
+
+
+async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """
+    200 floods, 200 half handshakes, 50 huge handshakes, 50 stalled readers and an
+    expired token, all at once: healthy clients get every quote in order, and
+    connections, fds and tasks return to their baseline.
+    """
+    server = start_server(
+        redis_server,
+        auth_tokens=TOKEN,
+        jwt_secret=SECRET,
+        max_connections_per_ip=0,
+        ws_inbound_rate=20,
+        ws_inbound_burst=40,
+        handshake_timeout=3,
+        slow_client_timeout=3,
+        close_timeout=2,
+        buffer_size=N_QUOTES + 10,
+    )
+    assert server.proc is not None
+    proc = psutil.Process(server.proc.pid)
+    base = f"{server.ws_url}/ws/quotes"
+    auth = f"access_token={TOKEN}"
+    async with open_ws(f"{base}?{auth}"):  # warm up lazily created resources
+        pass
+    wait_until(lambda: ready(server)["connections"] == 0, what="warm-up closed")
+    fds, tasks = proc.num_fds(), ready(server)["tasks"]
+
+    async with (
+        open_ws(f"{base}?{auth}", max_queue=None) as all_tickers,
+        open_ws(f"{base}?tickers=AAPL,END&{auth}", max_queue=None) as one_ticker,
+    ):
+        stalled = [raw_handshake(server.port, f"/ws/quotes?{auth}", rcvbuf=4096) for _ in range(50)]
+        expired = jwt.encode({"exp": int(time.time()) - 1}, SECRET, algorithm="HS256")
+        messages = [quote_bytes(TICKERS[i % 4], i) for i in range(N_QUOTES)]
+        messages.append(quote_bytes("END", N_QUOTES))
+        publishing = asyncio.create_task(
+            asyncio.to_thread(redis_server.publish_many, CHANNEL, messages)
+        )
+        storm = asyncio.gather(
+            *(flooder(f"{base}?tickers=MSFT&{auth}") for _ in range(200)),
+            *(half_handshake(server.port) for _ in range(200)),
+            *(huge_handshake(server.port) for _ in range(50)),
+        )
+        got_all, got_one = await asyncio.gather(
+            collect_until(all_tickers, lambda q: q["ticker"] == "END", timeout=240),
+            collect_until(one_ticker, lambda q: q["ticker"] == "END", timeout=240),
+        )
+        await publishing
+        results = await storm
+        status, _h, _b = await handshake_rejection(f"{base}?access_token={expired}")
+        assert status == 401
+
+        assert [q["volume"] for q in got_all] == list(range(N_QUOTES + 1))
+        assert [q["volume"] for q in got_one] == [*range(0, N_QUOTES, 4), N_QUOTES]
+        assert results[:200] == [1008] * 200
+        assert all(r.startswith(b"HTTP/1.1 408") for r in results[200:400])
+        assert all(r.startswith(b"HTTP/1.1 414") for r in results[400:])
+        wait_until(
+            lambda: server.metric("quotes_slow_consumer_closes_total") == len(stalled),
+            timeout=60,
+            what="stalled readers closed",
+        )
+        for s in stalled:
+            s.close()
+        wait_until(lambda: ready(server)["connections"] == 2, timeout=30, what="only healthy left")
+
+    wait_until(lambda: ready(server)["connections"] == 0, timeout=30, what="all closed")
+    assert ready(server)["subscriptions"] == 0
+    wait_until(lambda: proc.num_fds() <= fds, timeout=30, what="fds back to baseline")
+    wait_until(lambda: ready(server)["tasks"] <= tasks, timeout=30, what="tasks back to baseline")
+    assert server.metric("quotes_limit_hits_total", 'limit="inbound_rate"') == 200
+    assert server.metric("quotes_limit_hits_total", 'limit="handshake_timeout"') == 200
+    assert server.metric("quotes_limit_hits_total", 'limit="url_too_long"') == 50
+    assert server.metric("quotes_ws_handshakes_total", 'outcome="unauthorized"') == 1
+    assert TOKEN not in server.log()

@@ -1,0 +1,50 @@
+"""Client text is made log-safe: one line, bounded, tokens blanked."""
+
+from __future__ import annotations
+
+import logging
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quotes_server.logs import SafeLogFilter, redact, safe
+
+
+@given(st.text())
+def test_safe_text_is_one_bounded_line(text: str) -> None:
+    """Whatever a client sends, the result has no line break and a bounded length."""
+    out = safe(text, 50)
+    assert len(out.splitlines()) <= 1
+    assert "\n" not in out
+    assert "\r" not in out
+    assert len(out) <= 50 * 4 + 30
+
+
+@given(st.text(max_size=100))
+def test_safe_is_idempotent(text: str) -> None:
+    """A string made safe at the call site passes the log filter unchanged."""
+    assert safe(safe(text)) == safe(text)
+
+
+def test_escapes_and_redaction() -> None:
+    """Newlines become ``\\x0a``; token values in query strings and headers are blanked."""
+    assert safe("a\nb\rc\u2028d") == "a\\x0ab\\x0dc\\x2028d"
+    assert redact("/ws?tickers=A&access_token=s3cr3t&x=1") == (
+        "/ws?tickers=A&access_token=[redacted]&x=1"
+    )
+    assert redact("Authorization: Bearer abc.def") == "Authorization: Bearer [redacted]"
+
+
+def test_filter_rewrites_string_arguments() -> None:
+    """The handler filter escapes every string argument of a record, other types untouched."""
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "WebSocket %s" %d',
+        ("1.2.3.4", "/ws?access_token=t\nFAKE", 403),
+        None,
+    )
+    assert SafeLogFilter().filter(record)
+    assert record.getMessage() == '1.2.3.4 - "WebSocket /ws?access_token=[redacted]\\x0aFAKE" 403'
