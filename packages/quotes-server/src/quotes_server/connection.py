@@ -107,7 +107,9 @@ class Connection:
         batch = self.runtime.hub.drain(self.sub)
         if batch and write(batch[0] if len(batch) == 1 else b"".join(batch)):
             self.sent += len(batch)
-            self.runtime.metrics.hot.forwarded += len(batch)
+            hot = self.runtime.metrics.hot
+            hot.forwarded += len(batch)
+            hot.writes += 1
         if self.sub.conflated != self._conflated_seen:
             self._account_conflated()
 
@@ -206,11 +208,13 @@ class Connection:
                         if not write(b"".join(batch)):
                             return  # closing; the reader sees the disconnect
                         self.sent += len(batch)
+                        hot.writes += 1
                     else:
                         batch = hub.drain(sub)
                         for frame in batch:
                             await send({"type": "websocket.send", "text": frame_text(frame)})
                             self.sent += 1
+                        hot.writes += len(batch)
                     hot.forwarded += len(batch)
                     if sub.conflated != self._conflated_seen:
                         self._account_conflated()

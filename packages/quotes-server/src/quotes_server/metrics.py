@@ -48,6 +48,7 @@ class HotCounters:
 
     received: int = 0
     forwarded: int = 0
+    writes: int = 0
     conflated: int = 0
 
 
@@ -63,6 +64,11 @@ class _HotCollector(Collector):
         )
         yield CounterMetricFamily(
             "quotes_forwarded", "Quote frames sent to WebSocket clients.", value=self.hot.forwarded
+        )
+        yield CounterMetricFamily(
+            "quotes_socket_writes",
+            "Socket writes that carried those frames (frames per write = forwarded / writes).",
+            value=self.hot.writes,
         )
         yield CounterMetricFamily(
             "quotes_conflated",

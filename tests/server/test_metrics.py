@@ -1,0 +1,27 @@
+"""The delivery counters add up: frames forwarded, and the socket writes that carried them."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.processes import RedisServer, wait_until
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.ws import collect_until, open_ws
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_forwarded_frames_and_socket_writes(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """Every delivered frame is counted once; writes are at least one and at most one per frame."""
+    server = start_server(redis_server)
+    messages = [quote_bytes("AAPL", i) for i in range(500)]
+    async with open_ws(f"{server.ws_url}/ws/quotes") as a, open_ws(f"{server.ws_url}/ws") as b:
+        redis_server.publish_many(CHANNEL, messages)
+        for ws in (a, b):
+            got = await collect_until(ws, lambda q: q["volume"] == 499)
+            assert len(got) == 500
+    wait_until(lambda: server.metric("quotes_forwarded_total") == 1000, what="1000 forwarded")
+    writes = server.metric("quotes_socket_writes_total")
+    assert 2 <= writes <= 1000
