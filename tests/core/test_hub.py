@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quotes_core import Hub, Mode, Quote, Subscription, TickerFilter, encode_quote
-from tests.strategies import small_tickers
+from quotes_core.testing import universe_tickers
 
 UNIVERSE = ["AAPL", "MSFT", "GOOGL", "BRK.B", "^GSPC", "EURUSD=X", "BTC-USD"]
 
@@ -143,7 +143,7 @@ filters = st.none() | st.sets(st.sampled_from(UNIVERSE), min_size=1, max_size=4)
 # an operation: publish a ticker, or drain subscriber i
 operations = st.lists(
     st.one_of(
-        small_tickers.map(lambda t: ("pub", t)), st.integers(0, 3).map(lambda i: ("drain", i))
+        universe_tickers().map(lambda t: ("pub", t)), st.integers(0, 3).map(lambda i: ("drain", i))
     ),
     max_size=200,
 )

@@ -19,7 +19,7 @@ from quotes_core import (
     validate_quote,
     wire_json_schema,
 )
-from tests.strategies import quotes, timestamps
+from quotes_core.testing import quotes, timestamps
 
 SEED_EXAMPLE = b"""{
   "ticker": "AAPL",
@@ -196,7 +196,7 @@ def test_wire_schema_rejects_non_canonical(change: dict[str, object]) -> None:
         jsonschema.validate(doc, wire_json_schema())
 
 
-@given(timestamps)
+@given(timestamps())
 def test_format_timestamp_is_utc_with_six_digits(ts: datetime) -> None:
     """Any aware datetime formats as its UTC instant, six fraction digits and Z."""
     text = format_timestamp(ts)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quotes_core import MAX_FILTER_TICKERS, InvalidTickers, TickerFilter
-from tests.strategies import any_case_tickers
+from quotes_core.testing import any_case_tickers
 
 
 @pytest.mark.parametrize("raw", [None, "", " ", ",,", "*", "AAPL,*", " * ,msft"])
@@ -61,7 +61,7 @@ def test_raw_length_is_bounded() -> None:
         TickerFilter.parse("A," * 100_000)
 
 
-@given(st.lists(any_case_tickers, min_size=1, max_size=20), st.randoms())
+@given(st.lists(any_case_tickers(), min_size=1, max_size=20), st.randoms())
 def test_parse_is_case_and_order_insensitive(symbols: list[str], rnd: random.Random) -> None:
     """Changing case or order of the list never changes the filter."""
     shuffled = symbols[:]
@@ -72,7 +72,7 @@ def test_parse_is_case_and_order_insensitive(symbols: list[str], rnd: random.Ran
     assert a.tickers == {s.upper() for s in symbols}
 
 
-@given(st.lists(any_case_tickers, max_size=20))
+@given(st.lists(any_case_tickers(), max_size=20))
 def test_parse_is_idempotent(symbols: list[str]) -> None:
     """Parsing the canonical query of a filter gives the same filter."""
     f = TickerFilter.parse(",".join(symbols))

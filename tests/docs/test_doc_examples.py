@@ -1,4 +1,4 @@
-"""Every Python example in the docs runs, as written, against a real server."""
+"""Every Python example in the docs runs, as written (against a real server when it names one)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.helpers.server import StartServer
 DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
 ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):8000")
+TEST_FUNCTION = re.compile(r"^(?:async )?def (test_\w+)\(", re.MULTILINE)
 
 
 def blocks(language: str) -> list[tuple[str, str]]:
@@ -38,17 +39,31 @@ def test_docs_have_python_examples() -> None:
 
 @pytest.mark.parametrize(("where", "code"), PYTHON, ids=[w for w, _ in PYTHON])
 def test_python_example_runs(
-    where: str, code: str, start_server: StartServer, tmp_path: Path
+    where: str, code: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """The example runs to completion (exit 0) against the demo feed and prints something."""
-    server = start_server(None, demo_rate=500)
-    script = tmp_path / "example.py"
-    script.write_text(ADDRESS.sub(f"127.0.0.1:{server.port}", code))
-    out = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
-    )
+    """
+    The example runs to completion: a script exits 0 and prints something (against
+    the demo feed when it names the server's address); a block that defines
+    ``test_`` functions is a test module, run by pytest, and every test passes.
+    """
+    if ADDRESS.search(code):
+        start_server: StartServer = request.getfixturevalue("start_server")
+        server = start_server(None, demo_rate=500)
+        code = ADDRESS.sub(f"127.0.0.1:{server.port}", code)
+    tests = TEST_FUNCTION.findall(code)
+    script = tmp_path / ("test_example.py" if tests else "example.py")
+    script.write_text(code)
+    if tests:
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        command += ["-W", "error", str(script)]
+    else:
+        command = [sys.executable, str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, f"{where} failed:\n{out.stdout}\n{out.stderr}"
-    assert out.stdout.strip(), f"{where} printed nothing"
+    if tests:
+        assert f"{len(tests)} passed" in out.stdout, f"{where}: not every test ran:\n{out.stdout}"
+    else:
+        assert out.stdout.strip(), f"{where} printed nothing"
 
 
 def test_json_quote_examples_are_canonical() -> None:

@@ -3,7 +3,8 @@ quotes-core: the pure heart of the quote stream.
 
 Schema and canonical encoding (:mod:`quotes_core.schema`), ticker filters
 (:mod:`quotes_core.tickers`), the sans-I/O fan-out hub (:mod:`quotes_core.hub`),
-reconnect backoff (:mod:`quotes_core.backoff`) and typed errors
+the handshake's query parameters (:mod:`quotes_core.query`), reconnect backoff
+(:mod:`quotes_core.backoff`) and typed errors
 (:mod:`quotes_core.errors`). Standard library and pydantic only: no network, no
 event loop.
 """
@@ -19,6 +20,7 @@ from quotes_core.errors import (
     UpstreamError,
 )
 from quotes_core.hub import DEFAULT_BOUND, Hub, Mode, Subscription
+from quotes_core.query import parse_mode_param, parse_tickers_param
 from quotes_core.schema import (
     MAX_QUOTE_BYTES,
     ParsedQuote,
@@ -64,7 +66,9 @@ __all__ = [
     "format_timestamp",
     "is_valid_ticker",
     "normalize_ticker",
+    "parse_mode_param",
     "parse_quote",
+    "parse_tickers_param",
     "validate_quote",
     "wire_json_schema",
 ]

@@ -18,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from quotes_core import ClientError, InvalidTickers, Mode, TickerFilter
+from quotes_core import ClientError
+from quotes_core.query import parse_mode_param, parse_tickers_param
 from quotes_server import __version__
 from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
@@ -124,10 +125,8 @@ class QuotesEndpoint:
         params = ws.query_params
         try:
             grant = self.auth.authenticate(ws.headers, params)
-            if len(params.getlist("tickers")) > 1:
-                raise InvalidTickers("give tickers once, as a comma-separated list")
-            ticker_filter = TickerFilter.parse(params.get("tickers"))
-            mode = _mode(params.get("mode"))
+            ticker_filter = parse_tickers_param(params.getlist("tickers"))
+            mode = parse_mode_param(params.get("mode"))
             if grant is not None and not grant.allows(ticker_filter):
                 raise AccessDenied("the token does not grant every requested ticker")
         except Unauthorized as exc:
@@ -208,17 +207,6 @@ def _expiry_timer(conn: Connection, grant: Grant | None) -> asyncio.TimerHandle 
         conn.close(CloseCode.POLICY_VIOLATION, "Token expired")
 
     return asyncio.get_running_loop().call_later(max(0.0, grant.expires_at - time.time()), expired)
-
-
-def _mode(raw: str | None) -> Mode:
-    if raw is None or raw == "":
-        return Mode.FIFO
-    try:
-        return Mode(raw.lower())
-    except ValueError:
-        raise ClientError(
-            f"invalid mode {raw[:20]!r}: expected one of {', '.join(m.value for m in Mode)}"
-        ) from None
 
 
 def _remote(ws: WebSocket) -> str:

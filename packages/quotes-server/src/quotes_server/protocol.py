@@ -61,9 +61,8 @@ _URL_ROOM = 64  # "GET " + " HTTP/1.1" and some slack
 
 
 def _allow_request_lines(max_url_length: int) -> None:
-    needed = max_url_length + _URL_ROOM
-    if websockets.http11.MAX_LINE_LENGTH < needed:
-        websockets.http11.MAX_LINE_LENGTH = needed
+    limit = websockets.http11.MAX_LINE_LENGTH
+    websockets.http11.MAX_LINE_LENGTH = max(limit, max_url_length + _URL_ROOM)
 
 
 _allow_request_lines(ProtocolLimits().max_url_length)
