@@ -84,6 +84,7 @@ def test_dashboard_shows_only_chosen_tickers_and_updates(start_server: StartServ
         assert set(rows(page)) <= {"NVDA", "TSLA"}
         stats = page.evaluate("window.dashboard.stats")  # type: ignore[attr-defined]
         assert stats["lastP99"] is not None
+    assert "mode=latest" in server.log()  # a tab that falls behind gets no backlog
 
 
 COUNT_FRAMES = """

@@ -77,7 +77,8 @@
 
   function wsUrl() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const params = new URLSearchParams({ tickers: tickerParam(), snapshot: "1" });
+    // mode=latest: a tab that falls behind gets the newest price per ticker, not a backlog
+    const params = new URLSearchParams({ tickers: tickerParam(), mode: "latest", snapshot: "1" });
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) params.set("access_token", token);
     return `${proto}//${location.host}/ws/quotes?${params}`;
