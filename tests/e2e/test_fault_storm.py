@@ -44,7 +44,7 @@ async def flooder(url: str) -> int | None:
     async with open_ws(url) as ws:
         with contextlib.suppress(ConnectionClosed):
             for _ in range(400):
-                await ws.send("{}")
+                await ws.send(b"{}")  # binary: ignored, never answered
         closed = await wait_closed(ws, timeout=60)
     return closed.rcvd.code if closed.rcvd is not None else None
 
