@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import resource
 import shlex
 import sys
 import time
@@ -197,9 +198,23 @@ def _server_argv(target: str, redis_url: str, args: argparse.Namespace) -> list[
     )  # fmt: skip
 
 
+def raise_open_files_limit() -> int:
+    """
+    Raise this process's soft open-files limit to the hard one (inherited by the
+    server, Redis and client processes it starts), so that 10,000 connections fit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 1_048_576 if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit status 0 when a report was produced."""
     args = build_parser().parse_args(argv)
+    raise_open_files_limit()
     if args.from_json:
         with open(args.from_json, encoding="utf-8") as f:
             _emit(json.load(f), args)
