@@ -219,15 +219,16 @@ def test_throttle_never_exceeds_its_rate_and_ends_on_the_newest(
     assert throttle.conflated == dropped
 
 
-def test_throttle_forget_and_bad_rate() -> None:
-    """forget() drops held items of removed tickers; the rate must be positive."""
+def test_throttle_retain_and_bad_rate() -> None:
+    """retain() drops held items of tickers a new filter rejects; the rate must be positive."""
     throttle: Throttle[int] = Throttle(1.0)
     items = items_from(["AAPL", "AAPL", "MSFT", "MSFT"], [0, 0, 0, 0])
     assert [i.seq for i in throttle.admit(items, 0.0)] == [1, 3]
     assert throttle.held == 2
-    throttle.forget(["AAPL"])
+    throttle.retain(TickerFilter.of(["MSFT", "GOOGL"]))
     assert [i.seq for i in throttle.release(1.0)] == [4]
-    throttle.forget(None)
+    assert throttle.admit(items_from(["MSFT"], [0]), 1.5) == []
+    throttle.retain(TickerFilter(frozenset()))
     assert throttle.next_due() is None
     with pytest.raises(ValueError):
         Throttle(0)

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 from quotes_core.history import StreamItem
+from quotes_core.tickers import TickerFilter
 
 __all__ = ["MAX_HZ_RANGE", "Throttle"]
 
@@ -94,10 +95,8 @@ class Throttle(Generic[P]):
         nxt = self._next
         return min(nxt[t] for t in self._held)
 
-    def forget(self, tickers: Iterable[str] | None) -> None:
-        """Drop held items of ``tickers`` (``None``: all), e.g. after an unsubscribe."""
-        if tickers is None:
-            self._held.clear()
-            return
-        for t in tickers:
-            self._held.pop(t, None)
+    def retain(self, ticker_filter: TickerFilter) -> None:
+        """Drop held items of tickers ``ticker_filter`` rejects (after an unsubscribe)."""
+        held = self._held
+        for t in [t for t in held if not ticker_filter.matches(t)]:
+            del held[t]
