@@ -23,7 +23,10 @@ def run_example(origin: str, folder: Path, code: str, port: int) -> list[tuple[s
     from playwright.sync_api import ConsoleMessage, sync_playwright
 
     script = code.replace("localhost:8000", f"127.0.0.1:{port}")
-    html = f'<!doctype html><meta charset="utf-8"><body><script>\n{script}\n</script></body>'
+    html = (  # no favicon request: its 404 would be a console error
+        '<!doctype html><meta charset="utf-8"><link rel="icon" href="data:,">'
+        f"<body><script>\n{script}\n</script></body>"
+    )
     (folder / "index.html").write_text(html)
     lines: list[tuple[str, str]] = []
     with sync_playwright() as pw:
