@@ -1,4 +1,4 @@
-"""What clients send: ignored when sane, closed with 1009 when oversized; pings work."""
+"""What clients send: answered or ignored, closed with 1009 when oversized; pings work."""
 
 from __future__ import annotations
 
@@ -15,20 +15,22 @@ from tests.helpers.ws import ConnectionClosed, open_ws, recv_json
 pytestmark = pytest.mark.anyio
 
 
-async def test_client_messages_are_ignored_and_pings_answered(
+async def test_client_messages_never_break_the_stream_and_pings_are_answered(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:
-    """Text, JSON and binary messages from a client change nothing; pings get pongs."""
+    """Binary frames are ignored, bad text gets an error frame, pings get pongs."""
     server = start_server(redis_server)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
-        await ws.send('{"action": "subscribe", "tickers": ["MSFT"]}')
         await ws.send("this is not json")
         await ws.send(b"\x00\x01binary")
         pong = await ws.ping()
         await asyncio.wait_for(pong, 10)
+        error = await recv_json(ws)
+        assert error["event"] == "error"
+        assert error["code"] == "invalid_json"
         redis_server.publish_many(CHANNEL, [quote_bytes("MSFT", 1), quote_bytes("AAPL", 2)])
         assert (await recv_json(ws))["volume"] == 2
-    assert "non-JSON message (ignored): this is not json" in server.log()
+    assert "sent an invalid message (invalid_json): this is not json" in server.log()
 
 
 async def test_oversized_client_frame_closes_with_1009(

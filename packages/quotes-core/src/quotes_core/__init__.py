@@ -3,15 +3,31 @@ quotes-core: the pure heart of the quote stream.
 
 Schema and canonical encoding (:mod:`quotes_core.schema`), ticker filters
 (:mod:`quotes_core.tickers`), the sans-I/O fan-out hub (:mod:`quotes_core.hub`),
-the handshake's query parameters (:mod:`quotes_core.query`), reconnect backoff
+the handshake's query parameters (:mod:`quotes_core.query`), the stream protocol's
+state (history window :mod:`quotes_core.history`, snapshot map
+:mod:`quotes_core.snapshot`, per-ticker rate :mod:`quotes_core.throttle`, client
+actions and control frames :mod:`quotes_core.actions`), reconnect backoff
 (:mod:`quotes_core.backoff`) and typed errors
 (:mod:`quotes_core.errors`). Standard library and pydantic only: no network, no
 event loop.
 """
 
+from quotes_core.actions import (
+    Action,
+    ActionKind,
+    apply_action,
+    error_event,
+    parse_action,
+    pong_event,
+    recovered_event,
+    subscribed_event,
+    with_position,
+)
 from quotes_core.backoff import Backoff, backoff
 from quotes_core.bucket import TokenBucket
 from quotes_core.errors import (
+    ActionError,
+    ActionErrorCode,
     ClientError,
     InvalidQuote,
     InvalidQuoteReason,
@@ -19,8 +35,15 @@ from quotes_core.errors import (
     QuotesError,
     UpstreamError,
 )
+from quotes_core.history import DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_SIZE, History, StreamItem
 from quotes_core.hub import DEFAULT_BOUND, Hub, Mode, Subscription
-from quotes_core.query import parse_mode_param, parse_tickers_param
+from quotes_core.query import (
+    Position,
+    StreamOptions,
+    parse_mode_param,
+    parse_stream_options,
+    parse_tickers_param,
+)
 from quotes_core.schema import (
     MAX_QUOTE_BYTES,
     ParsedQuote,
@@ -31,6 +54,8 @@ from quotes_core.schema import (
     validate_quote,
     wire_json_schema,
 )
+from quotes_core.snapshot import Snapshot
+from quotes_core.throttle import MAX_HZ_RANGE, Throttle
 from quotes_core.tickers import (
     MAX_FILTER_TICKERS,
     MAX_TICKER_LENGTH,
@@ -43,32 +68,53 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BOUND",
+    "DEFAULT_HISTORY_AGE",
+    "DEFAULT_HISTORY_SIZE",
     "MAX_FILTER_TICKERS",
+    "MAX_HZ_RANGE",
     "MAX_QUOTE_BYTES",
     "MAX_TICKER_LENGTH",
+    "Action",
+    "ActionError",
+    "ActionErrorCode",
+    "ActionKind",
     "Backoff",
     "ClientError",
+    "History",
     "Hub",
     "InvalidQuote",
     "InvalidQuoteReason",
     "InvalidTickers",
     "Mode",
     "ParsedQuote",
+    "Position",
     "Quote",
     "QuotesError",
+    "Snapshot",
+    "StreamItem",
+    "StreamOptions",
     "Subscription",
+    "Throttle",
     "TickerFilter",
     "TokenBucket",
     "UpstreamError",
     "__version__",
+    "apply_action",
     "backoff",
     "encode_quote",
+    "error_event",
     "format_timestamp",
     "is_valid_ticker",
     "normalize_ticker",
+    "parse_action",
     "parse_mode_param",
     "parse_quote",
+    "parse_stream_options",
     "parse_tickers_param",
+    "pong_event",
+    "recovered_event",
+    "subscribed_event",
     "validate_quote",
     "wire_json_schema",
+    "with_position",
 ]

@@ -8,7 +8,8 @@ handshake rejection or a WebSocket close code for an established connection::
     ├── UpstreamError                the upstream streamer's fault (data in Redis)
     │   └── InvalidQuote             a published message is not a valid quote (.reason)
     └── ClientError                  the WebSocket client's fault (HTTP 400 at the handshake)
-        └── InvalidTickers           the ``tickers`` query value cannot be parsed
+        ├── InvalidTickers           the ``tickers`` query value cannot be parsed
+        └── ActionError              a client action is invalid (.code; an error frame, not a close)
 
 Upstream errors never close a client connection: the server drops the message,
 logs it and counts it by ``reason``. Client errors reject the handshake with
@@ -20,6 +21,8 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 __all__ = [
+    "ActionError",
+    "ActionErrorCode",
     "ClientError",
     "InvalidQuote",
     "InvalidQuoteReason",
@@ -30,6 +33,16 @@ __all__ = [
 
 InvalidQuoteReason = Literal["json", "encoding", "schema", "ticker", "non_finite", "too_large"]
 """Why an upstream message was rejected; used as the ``reason`` label in metrics."""
+
+ActionErrorCode = Literal[
+    "invalid_json",
+    "invalid_message",
+    "unknown_action",
+    "invalid_ticker",
+    "too_many_tickers",
+    "forbidden",
+]
+"""The ``code`` of an ``error`` control frame."""
 
 
 class QuotesError(Exception):
@@ -77,3 +90,17 @@ class InvalidTickers(ClientError):
     """
     The ``tickers`` query parameter cannot be parsed; ``str(error)`` says why.
     """
+
+
+class ActionError(ClientError):
+    """
+    A client's text message cannot be acted on; answered with an ``error`` frame
+    (the connection stays open).
+
+    Attributes:
+        code: machine-readable cause, one of :data:`ActionErrorCode`.
+    """
+
+    def __init__(self, code: ActionErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: ActionErrorCode = code

@@ -201,6 +201,50 @@ class Hub(Generic[P]):
         sub._latest = {}
         self._count -= 1
 
+    def change_filter(self, sub: Subscription[P], new: TickerFilter) -> None:
+        """
+        Replace ``sub``'s filter in place (subscribe, unsubscribe or set tickers).
+
+        Quotes published from now on follow ``new``; what is already pending stays
+        pending (it was wanted when it was published). O(tickers added + removed).
+        """
+        if not sub.active:
+            raise ValueError("the subscription is closed")
+        old = sub.filter.tickers
+        wanted = new.tickers
+        if old is None and wanted is None:
+            sub.filter = new
+            return
+        if old is None:
+            self._wildcard.pop(sub, None)
+            added: frozenset[str] = wanted or frozenset()
+            removed: frozenset[str] = frozenset()
+        elif wanted is None:
+            self._wildcard[sub] = None
+            added, removed = frozenset(), old
+        else:
+            added, removed = wanted - old, old - wanted
+        for t in removed:
+            subs = self._by_ticker.get(t)
+            if subs is not None:
+                subs.pop(sub, None)
+                if not subs:
+                    del self._by_ticker[t]
+        for t in added:
+            self._by_ticker.setdefault(t, {})[sub] = None
+        sub.filter = new
+        sub.ticker_cap = self.wildcard_ticker_cap if wanted is None else max(len(wanted), 1)
+
+    def index(self) -> dict[str, frozenset[Subscription[P]]]:
+        """
+        The ticker index, as ``{ticker: subscriptions}`` plus ``"*"`` for the
+        every-ticker subscriptions (for tests and introspection; O(index size)).
+        """
+        out = {t: frozenset(subs) for t, subs in self._by_ticker.items()}
+        if self._wildcard:
+            out["*"] = frozenset(self._wildcard)
+        return out
+
     def publish(self, quote: Quote, payload: P) -> list[Subscription[P]]:
         """
         Buffer ``payload`` for every subscriber that wants ``quote.ticker``.

@@ -49,6 +49,14 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_BUFFER_SIZE",
         "quotes buffered per client before conflation (default 1000)",
     ),
+    "history_size": (
+        "QUOTES_HISTORY_SIZE",
+        "quotes kept for clients resuming with since= (default 100000)",
+    ),
+    "history_age": (
+        "QUOTES_HISTORY_AGE",
+        "seconds a quote stays resumable (default 120)",
+    ),
     "ws_max_size": ("QUOTES_WS_MAX_SIZE", "largest client frame in bytes (default 65536)"),
     "ws_per_message_deflate": (
         "QUOTES_WS_PER_MESSAGE_DEFLATE",

@@ -19,7 +19,12 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from quotes_core import ClientError
-from quotes_core.query import parse_mode_param, parse_tickers_param
+from quotes_core.query import (
+    STREAM_PARAMS,
+    parse_mode_param,
+    parse_stream_options,
+    parse_tickers_param,
+)
 from quotes_server import __version__
 from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
@@ -127,6 +132,7 @@ class QuotesEndpoint:
             grant = self.auth.authenticate(ws.headers, params)
             ticker_filter = parse_tickers_param(params.getlist("tickers"))
             mode = parse_mode_param(params.get("mode"))
+            options = parse_stream_options({k: params.getlist(k) for k in STREAM_PARAMS})
             if grant is not None and not grant.allows(ticker_filter):
                 raise AccessDenied("the token does not grant every requested ticker")
         except Unauthorized as exc:
@@ -152,32 +158,33 @@ class QuotesEndpoint:
 
         # subscribe before accepting: everything published once the client has seen
         # the 101 response reaches it
-        sub = runtime.hub.subscribe(ticker_filter, mode=mode)
-        conn = Connection(
-            runtime,
-            sub,
+        conn = runtime.open(
+            ticker_filter,
+            mode,
+            options,
             send,
             receive,
             client_id=runtime.next_client_id(),
             remote=_remote(ws),
             host=_host(ws),
             frames=scope.get("extensions", {}).get(FRAMES_EXTENSION),
+            ticker_grant=grant.tickers if grant is not None else None,
         )
-        if grant is not None:
-            conn.ticker_grant = grant.tickers
+        sub = conn.sub
         runtime.add(conn)
-        expiry = _expiry_timer(conn, grant)
+        expiry = _expiry_timer(runtime, conn, grant)
         code: int | None = None
         try:
             await ws.accept()
             runtime.metrics.handshakes.labels("accepted").inc()
             log.info(
-                "client %s connected from %s path=%s tickers=%s mode=%s raw_frames=%s%s",
+                "client %s connected from %s path=%s tickers=%s mode=%s%s raw_frames=%s%s",
                 conn.client_id,
                 conn.remote,
                 scope["path"],
                 ticker_filter,
                 mode.value,
+                "".join(f" {k}={v}" for k, v in options.to_query().items()),
                 conn.raw_frames,
                 f" auth={grant.subject}" if grant is not None else "",
             )
@@ -197,13 +204,15 @@ class QuotesEndpoint:
             )
 
 
-def _expiry_timer(conn: Connection, grant: Grant | None) -> asyncio.TimerHandle | None:
+def _expiry_timer(
+    runtime: Runtime, conn: Connection, grant: Grant | None
+) -> asyncio.TimerHandle | None:
     """Close the connection with 1008 when its token expires."""
     if grant is None or grant.expires_at is None:
         return None
 
     def expired() -> None:
-        conn.runtime.metrics.limit_hits.labels("token_expired").inc()
+        runtime.metrics.limit_hits.labels("token_expired").inc()
         conn.close(CloseCode.POLICY_VIOLATION, "Token expired")
 
     return asyncio.get_running_loop().call_later(max(0.0, grant.expires_at - time.time()), expired)
@@ -295,7 +304,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
             "source": runtime.source.name,
             "upstream": state.value,
             "connections": len(runtime.connections),
-            "subscriptions": len(runtime.hub),
+            "subscriptions": len(runtime.hub) + len(runtime.stream_hub),
             "tasks": len(asyncio.all_tasks()),
         }
         return JSONResponse(body, status_code=200 if state.accepting else 503)

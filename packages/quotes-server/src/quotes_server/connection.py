@@ -1,5 +1,5 @@
 """
-One WebSocket client: its hub subscription, its writer task and its lifecycle.
+One WebSocket client: its outbox, its writer task and its lifecycle.
 
 The hub never waits for a socket. When it reports that a subscription went from
 empty to non-empty, the runtime's flush (a loop callback of its own, once per
@@ -9,6 +9,12 @@ with one non-blocking write; otherwise the connection's writer task is woken, wa
 until the socket is writable again and writes then. A slow client only ever delays
 its own writer; its backlog stays in the hub, bounded by the core's
 FIFO-then-conflation buffer.
+
+The connection knows nothing of the stream protocol: it writes what its
+:class:`Outbox` hands it (for a plain client, :class:`PlainOutbox`: the hub's
+shared pre-built frames, as they are) and passes client text messages to the
+``on_text`` callback it was given. Whoever owns the connection (the runtime)
+decides what those mean; this module imports nothing of it.
 """
 
 from __future__ import annotations
@@ -16,16 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from quotes_core import Subscription
+from quotes_core import Hub, Subscription
 from quotes_server.frames import FramesExtension, frame_text
-from quotes_server.logs import safe
+from quotes_server.metrics import HotCounters
 
-if TYPE_CHECKING:
-    from quotes_server.runtime import Runtime
-
-__all__ = ["CloseCode", "Connection"]
+__all__ = ["CloseCode", "Connection", "Outbox", "PlainOutbox"]
 
 log = logging.getLogger("quotes_server.connection")
 
@@ -43,26 +47,77 @@ class CloseCode:
     TRY_AGAIN_LATER = 1013
 
 
+class Outbox(Protocol):
+    """What a connection writes: complete pre-built frames, ready now."""
+
+    @property
+    def pending(self) -> bool:
+        """True when :meth:`take` has frames to hand out now."""
+        ...
+
+    def take(self) -> tuple[list[bytes], int]:
+        """The frames to write now (possibly none) and how many quotes they carry."""
+        ...
+
+
+class PlainOutbox:
+    """A plain client's outbox: the hub's shared frames of its subscription, as they are."""
+
+    __slots__ = ("_drain", "_sub")
+
+    def __init__(self, hub: Hub[bytes], sub: Subscription[bytes]) -> None:
+        self._drain = hub.drain
+        self._sub = sub
+
+    @property
+    def pending(self) -> bool:
+        return self._sub.pending > 0
+
+    def take(self) -> tuple[list[bytes], int]:
+        batch = self._drain(self._sub)
+        return batch, len(batch)
+
+
+TextHandler = Callable[["Connection", str], None]
+"""Called with each text message the client sends."""
+
+
 class Connection:
     """
-    A connected client. Created after ``accept``; :meth:`serve` runs until the
+    A connected client. Created before ``accept``; :meth:`serve` runs until the
     connection ends and cleans up on every path.
+
+    Args:
+        hub: the hub ``sub`` belongs to (kept for its owner, never used here).
+        sub: the client's hub subscription (its filter, counters and buffer).
+        outbox: where the frames to write come from.
+        hot: the hot-path counters (frames forwarded, socket writes, conflated).
+        on_text: called with every text message of the client.
     """
 
     def __init__(
         self,
-        runtime: Runtime,
-        sub: Subscription[bytes],
+        hub: Hub[Any],
+        sub: Subscription[Any],
+        outbox: Outbox,
         send: Send,
         receive: Receive,
         *,
+        hot: HotCounters,
+        on_text: TextHandler | None = None,
         client_id: str,
         remote: str,
         host: str = "?",
         frames: FramesExtension | None = None,
     ) -> None:
-        self.runtime = runtime
+        self.hub = hub
         self.sub = sub
+        self.outbox = outbox
+        """Replaceable: the owner may swap it (e.g. on a client's first action)."""
+        self.session: Any = None
+        """Protocol state the owner attaches (opaque here)."""
+        self.hot = hot
+        self._on_text = on_text
         self.client_id = client_id
         self.remote = remote
         self.host = host
@@ -104,11 +159,11 @@ class Connection:
         ):
             self._wake.set()
             return
-        batch = self.runtime.hub.drain(self.sub)
+        batch, quotes = self.outbox.take()
         if batch and write(batch[0] if len(batch) == 1 else b"".join(batch)):
             self.sent += len(batch)
-            hot = self.runtime.metrics.hot
-            hot.forwarded += len(batch)
+            hot = self.hot
+            hot.forwarded += quotes
             hot.writes += 1
         if self.sub.conflated != self._conflated_seen:
             self._account_conflated()
@@ -132,7 +187,7 @@ class Connection:
         True when the connection has had quotes to write and has sent nothing for
         ``timeout`` seconds. Called by the runtime's watchdog.
         """
-        pending = self._busy or self.sub.pending > 0
+        pending = self._busy or self.outbox.pending
         if self.sent != self._seen_sent or not pending:
             self._seen_sent = self.sent
             self._stall_start = None
@@ -149,6 +204,8 @@ class Connection:
             The close code: ours if we closed first, else the peer's.
         """
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        if self.outbox.pending:  # e.g. a snapshot or replay prepared at subscribe time
+            self._wake.set()
         peer_code: int | None = None
         try:
             while True:
@@ -170,26 +227,21 @@ class Connection:
 
     def _client_message(self, message: dict[str, Any]) -> None:
         # The contract needs nothing from clients; their messages are read (so pings
-        # and closes keep working) and ignored. Oversized frames never get here:
+        # and closes keep working), binary ones are ignored and text ones go to the
+        # owner (the stream protocol's actions). Oversized frames never get here:
         # uvicorn closes those with 1009.
         text = message.get("text")
-        if text is not None and not text.lstrip().startswith(("{", "[", '"')) and text.strip():
-            self.runtime.client_log(
-                logging.INFO,
-                "client %s sent a non-JSON message (ignored): %s",
-                self.client_id,
-                safe(text, 100),
-            )
+        if text is not None and self._on_text is not None:
+            self._on_text(self, text)
 
     def _account_conflated(self) -> None:
         delta = self.sub.conflated - self._conflated_seen
         if delta:
             self._conflated_seen = self.sub.conflated
-            self.runtime.metrics.hot.conflated += delta
+            self.hot.conflated += delta
 
     async def _write_loop(self) -> None:
-        hub = self.runtime.hub
-        hot = self.runtime.metrics.hot
+        hot = self.hot
         sub = self.sub
         send = self._send
         wake = self._wake
@@ -199,23 +251,25 @@ class Connection:
             while True:
                 await wake.wait()
                 wake.clear()
-                while sub.pending:
+                while self.outbox.pending:
                     self._busy = True
                     if write is not None and writable is not None:
                         if not writable.is_set():
                             await writable.wait()  # backpressure: the socket is full
-                        batch = hub.drain(sub)
+                        batch, quotes = self.outbox.take()
+                        if not batch:
+                            continue
                         if not write(b"".join(batch)):
                             return  # closing; the reader sees the disconnect
                         self.sent += len(batch)
                         hot.writes += 1
                     else:
-                        batch = hub.drain(sub)
+                        batch, quotes = self.outbox.take()
                         for frame in batch:
                             await send({"type": "websocket.send", "text": frame_text(frame)})
                             self.sent += 1
                         hot.writes += len(batch)
-                    hot.forwarded += len(batch)
+                    hot.forwarded += quotes
                     if sub.conflated != self._conflated_seen:
                         self._account_conflated()
                 self._busy = False

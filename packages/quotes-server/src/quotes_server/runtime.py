@@ -8,6 +8,15 @@ collected, and one flush per event-loop turn (a callback of its own, after the
 source has handed over everything it had) lets each of their connections write its
 whole batch with one non-blocking write. No write to any client happens in the
 source's reading loop, so a slow client can never hold up the upstream reader.
+
+The stream protocol (docs: Stream protocol) is wired here from the core's pieces:
+every valid quote gets the next ``seq`` of the current ``epoch`` and is recorded
+in the history window and the snapshot map (O(1) each). Plain clients live in
+:attr:`Runtime.hub` of shared pre-built frames, exactly as before; clients that
+asked for ``seq``/``since``, ``max_hz`` or ``batch`` live in
+:attr:`Runtime.stream_hub`, which carries :class:`~quotes_core.StreamItem` and is
+only published to while it has subscribers. Every filter change of a connection
+goes through :meth:`Runtime.change_filter`.
 """
 
 from __future__ import annotations
@@ -16,15 +25,36 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 import time
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from quotes_core import Hub, InvalidQuote, Subscription, parse_quote
-from quotes_server.connection import CloseCode, Connection
-from quotes_server.frames import text_frame
-from quotes_server.logs import RateLimitedLog, truncate
+from quotes_core import (
+    ActionError,
+    History,
+    Hub,
+    InvalidQuote,
+    Mode,
+    Snapshot,
+    StreamItem,
+    StreamOptions,
+    Subscription,
+    TickerFilter,
+    apply_action,
+    error_event,
+    parse_action,
+    parse_quote,
+    pong_event,
+    recovered_event,
+    subscribed_event,
+)
+from quotes_server.connection import CloseCode, Connection, PlainOutbox, Receive, Send
+from quotes_server.frames import FramesExtension, text_frame
+from quotes_server.logs import RateLimitedLog, safe, truncate
 from quotes_server.metrics import Metrics
+from quotes_server.session import Session
 from quotes_server.settings import Settings
 from quotes_server.sources import QuoteSource, SourceState
 
@@ -44,14 +74,23 @@ class Runtime:
         self.metrics = metrics
         # the hub carries pre-built WebSocket frames: built once per quote, shared by all
         self.hub: Hub[bytes] = Hub(bound=settings.buffer_size)
-        self.connections: dict[Subscription[bytes], Connection] = {}
+        # opted-in clients that need each quote's position (seq, max_hz, batch)
+        self.stream_hub: Hub[StreamItem[bytes]] = Hub(bound=settings.buffer_size)
+        self.connections: dict[Subscription[Any], Connection] = {}
+        self.history: History[bytes] = History(settings.history_size, settings.history_age)
+        self.snapshot: Snapshot[bytes] = Snapshot()
+        self.seq = 0
+        """The newest position published (per process, across epochs)."""
+        self.epoch = new_epoch()
+        """The current stream epoch (new at start and after each upstream outage)."""
+        self._upstream_lost = False
         self._per_host: Counter[str] = Counter()
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self._invalid_log = RateLimitedLog(logging.getLogger("quotes_server.upstream"))
         self.client_log = RateLimitedLog(logging.getLogger("quotes_server.connection"))
         self._reconnects_seen = 0
-        self._ready: list[Subscription[bytes]] = []
+        self._ready: list[Subscription[Any]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._newest: datetime | None = None
 
@@ -73,11 +112,20 @@ class Runtime:
             )
             return
         self._newest = quote.timestamp
-        woken = self.hub.publish(quote, text_frame(payload))
+        frame = text_frame(payload)
+        self.seq = seq = self.seq + 1
+        item = StreamItem(seq, self.epoch, quote.ticker, frame, time.monotonic())
+        self.history.append(item)
+        self.snapshot.update(item)
+        woken = self.hub.publish(quote, frame)
         if woken:
             self._ready += woken
-            if self._flush_handle is None:
-                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        if len(self.stream_hub):
+            woken_stream = self.stream_hub.publish(quote, item)
+            if woken_stream:
+                self._ready += woken_stream
+        if self._ready and self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """Let every connection with new frames write them (once per loop turn)."""
@@ -99,6 +147,12 @@ class Runtime:
     def on_state(self, state: SourceState) -> None:
         """Track the source's state; past the grace period close everyone with 1011."""
         self.metrics.set_state(state)
+        if state in (SourceState.RECONNECTING, SourceState.DOWN):
+            self._upstream_lost = True
+        elif state is SourceState.UP and self._upstream_lost:
+            # quotes published while we were not subscribed are gone for good
+            self._upstream_lost = False
+            self.new_epoch()
         reconnects = getattr(self.source, "reconnects", 0)
         if reconnects > self._reconnects_seen:
             self.metrics.upstream_reconnects.inc(reconnects - self._reconnects_seen)
@@ -111,10 +165,130 @@ class Runtime:
             )
             self.close_all(CloseCode.INTERNAL_ERROR, "Internal server error")
 
+    def new_epoch(self) -> None:
+        """Start a new epoch: nothing before it can be resumed."""
+        old, self.epoch = self.epoch, new_epoch()
+        self.history.clear()
+        log.info("stream epoch %s -> %s at seq %d", old, self.epoch, self.seq)
+
     # --- connections ---------------------------------------------------------------------------
 
     def next_client_id(self) -> str:
         return f"c{next(self._ids)}"
+
+    def open(
+        self,
+        ticker_filter: TickerFilter,
+        mode: Mode,
+        options: StreamOptions,
+        send: Send,
+        receive: Receive,
+        *,
+        client_id: str,
+        remote: str,
+        host: str,
+        frames: FramesExtension | None,
+        ticker_grant: frozenset[str] | None = None,
+    ) -> Connection:
+        """
+        Subscribe a new client and build its connection (not yet added: see :meth:`add`).
+
+        The snapshot and the replay of a resume are taken in this same synchronous
+        step as the subscription, so the client gets every quote exactly once.
+        """
+        hub: Hub[Any]
+        if options.seq or options.batch or options.max_hz is not None:
+            hub = self.stream_hub
+        else:
+            hub = self.hub
+        sub: Subscription[Any] = hub.subscribe(ticker_filter, mode=mode)
+        session = None if options.plain else Session(hub, sub, options)
+        conn = Connection(
+            hub,
+            sub,
+            session if session is not None else PlainOutbox(self.hub, sub),
+            send,
+            receive,
+            hot=self.metrics.hot,
+            on_text=self.on_client_text,
+            client_id=client_id,
+            remote=remote,
+            host=host,
+            frames=frames,
+        )
+        conn.ticker_grant = ticker_grant
+        if session is not None:
+            self._attach(conn, session)
+            since = options.since
+            if since is not None:
+                replay = None
+                if since.epoch == self.epoch:
+                    replay = self.history.since(
+                        since.seq, self.seq, ticker_filter, time.monotonic()
+                    )
+                session.control(recovered_event(replay is not None, self.epoch, self.seq))
+                if replay is not None:
+                    session.extend(replay)
+                elif options.snapshot:
+                    session.extend(self.snapshot.select(ticker_filter))
+            elif options.snapshot:
+                session.extend(self.snapshot.select(ticker_filter))
+        return conn
+
+    def _attach(self, conn: Connection, session: Session) -> None:
+        conn.session = session
+        conn.outbox = session
+        session.wake = conn.on_ready
+
+    def change_filter(self, conn: Connection, new: TickerFilter) -> None:
+        """
+        Replace a connection's ticker filter: the one place every filter change
+        (subscribe, unsubscribe and set actions) goes through.
+        """
+        conn.hub.change_filter(conn.sub, new)
+
+    def on_client_text(self, conn: Connection, text: str) -> None:
+        """A client's text message: an action, answered with a control frame."""
+        session: Session | None = conn.session
+        if session is None:  # the first action of a plain client
+            session = Session(conn.hub, conn.sub, StreamOptions())
+            self._attach(conn, session)
+        try:
+            action = parse_action(text)
+            if action.kind == "ping":
+                session.control(pong_event(action.id, datetime.now(UTC)))
+            else:
+                self._filter_action(conn, session, apply_action(conn.sub.filter, action))
+        except ActionError as exc:
+            self.client_log(
+                logging.INFO,
+                "client %s sent an invalid message (%s): %s",
+                conn.client_id,
+                exc.code,
+                safe(text, 100),
+            )
+            session.control(error_event(exc))
+        conn.on_ready()
+
+    def _filter_action(
+        self,
+        conn: Connection,
+        session: Session,
+        new: TickerFilter,
+    ) -> None:
+        grant = conn.ticker_grant
+        if grant is not None and (new.tickers is None or not new.tickers <= grant):
+            raise ActionError("forbidden", "the token does not grant every requested ticker")
+        old = conn.sub.filter.tickers
+        # the reply goes out after what is pending and before any quote of a new ticker
+        session.control(subscribed_event(new))
+        session.retain(new)
+        if session.options.snapshot and old is not None:
+            if new.tickers is None:
+                session.extend(i for i in self.snapshot.select(new) if i.ticker not in old)
+            else:
+                session.extend(self.snapshot.select(new.tickers - old))
+        self.change_filter(conn, new)
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.sub] = conn
@@ -129,7 +303,9 @@ class Runtime:
                 self._per_host[conn.host] = left
             else:
                 del self._per_host[conn.host]
-        self.hub.unsubscribe(conn.sub)
+        conn.hub.unsubscribe(conn.sub)
+        if conn.session is not None:
+            conn.session.close()
 
     def connections_from(self, host: str) -> int:
         """Open connections from one client address."""
@@ -184,3 +360,8 @@ class Runtime:
                     )
                     self.metrics.slow_closes.inc()
                     conn.close(CloseCode.TRY_AGAIN_LATER, "Slow consumer")
+
+
+def new_epoch() -> str:
+    """A fresh epoch: random, so two processes (or two starts) never share one."""
+    return secrets.token_hex(6)

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     """Quotes buffered losslessly per client before conflation starts."""
     slow_client_timeout: float = Field(30.0, gt=0)
     """Seconds a client with pending quotes may make no progress before it is closed (1013)."""
+    history_size: int = Field(100_000, ge=1)
+    """Quotes the resume window holds (``since=``), per process."""
+    history_age: float = Field(120.0, gt=0)
+    """Seconds a quote stays in the resume window."""
     close_timeout: float = Field(10.0, gt=0)
     """Seconds to wait for a client to answer our close frame before dropping the socket."""
 

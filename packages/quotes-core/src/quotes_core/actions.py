@@ -1,0 +1,187 @@
+"""
+Client actions (text messages a client may send) and the server's control frames.
+
+A client may send JSON objects with an ``"action"`` key::
+
+    {"action": "subscribe", "tickers": ["AAPL", "msft"]}    add tickers
+    {"action": "unsubscribe", "tickers": ["AAPL"]}          remove tickers
+    {"action": "set", "tickers": ["*"]}                     replace the filter
+    {"action": "ping", "id": 7}                             ask for the server's clock
+
+The server answers with *control frames*: JSON objects with an ``"event"`` key and
+never a ``"ticker"`` key, so a reader tells them from quote frames with one key
+lookup (``subscribed``, ``pong``, ``error``, and ``recovered`` at a resume). A bad
+message gets an ``error`` frame whose ``code`` is one of :data:`ActionErrorCode` and
+the connection stays open.
+
+Everything here is pure: :func:`parse_action` turns text into an :class:`Action`,
+:func:`apply_action` computes the new filter, and the ``*_event`` functions encode
+control frames (the caller passes the time).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from quotes_core.errors import ActionError, InvalidTickers
+from quotes_core.schema import format_timestamp
+from quotes_core.tickers import MAX_FILTER_TICKERS, TickerFilter, normalize_ticker
+
+__all__ = [
+    "Action",
+    "ActionKind",
+    "apply_action",
+    "error_event",
+    "parse_action",
+    "pong_event",
+    "recovered_event",
+    "subscribed_event",
+    "with_position",
+]
+
+ActionKind = Literal["subscribe", "unsubscribe", "set", "ping"]
+"""The actions a client may send."""
+
+_KINDS: tuple[ActionKind, ...] = ("subscribe", "unsubscribe", "set", "ping")
+
+_ERROR_MESSAGE_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """
+    One parsed client action.
+
+    ``tickers`` is the normalised set for ``subscribe``/``unsubscribe``/``set``
+    (``None`` means ``"*"``, every ticker); ``id`` is the ``ping`` id, echoed as
+    given (any JSON value, ``None`` when absent).
+    """
+
+    kind: ActionKind
+    tickers: frozenset[str] | None = None
+    id: object = None
+
+
+def parse_action(text: str) -> Action:
+    """
+    Parse a client's text message.
+
+    Raises:
+        ActionError: with ``code`` ``invalid_json`` (not JSON), ``invalid_message``
+            (not an object, no string ``action``, ``tickers`` not a list of strings),
+            ``unknown_action``, ``invalid_ticker`` or ``too_many_tickers``.
+    """
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        raise ActionError("invalid_json", "the message is not valid JSON") from None
+    if not isinstance(msg, dict):
+        raise ActionError("invalid_message", "the message must be a JSON object")
+    kind = msg.get("action")
+    if not isinstance(kind, str):
+        raise ActionError("invalid_message", 'the message needs a string "action"')
+    if kind not in _KINDS:
+        raise ActionError(
+            "unknown_action",
+            f"unknown action {kind[:40]!r}: expected one of {', '.join(_KINDS)}",
+        )
+    if kind == "ping":
+        return Action("ping", id=msg.get("id"))
+    return Action(kind, tickers=_tickers(msg.get("tickers")))
+
+
+def _tickers(raw: object) -> frozenset[str] | None:
+    if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
+        raise ActionError("invalid_message", '"tickers" must be a list of strings')
+    items: Sequence[str] = [t.strip() for t in raw]
+    if "*" in items:
+        return None
+    if len(items) > 2 * MAX_FILTER_TICKERS:
+        raise ActionError(
+            "too_many_tickers", f"too many tickers (at most {MAX_FILTER_TICKERS} per connection)"
+        )
+    try:
+        return frozenset(normalize_ticker(t) for t in items if t)
+    except InvalidTickers as exc:
+        raise ActionError("invalid_ticker", str(exc)) from None
+
+
+def apply_action(current: TickerFilter, action: Action) -> TickerFilter:
+    """
+    The filter after a ``subscribe``, ``unsubscribe`` or ``set`` action.
+
+    ``unsubscribe`` of ``"*"`` leaves a filter of no tickers at all; removing single
+    tickers from an every-ticker filter is refused (use ``set``).
+
+    Raises:
+        ActionError: ``too_many_tickers`` past :data:`~quotes_core.MAX_FILTER_TICKERS`,
+            ``invalid_message`` for a ``ping`` or an impossible ``unsubscribe``.
+    """
+    have = current.tickers
+    wanted = action.tickers
+    if action.kind == "set":
+        new = wanted
+    elif action.kind == "subscribe":
+        new = None if wanted is None or have is None else have | wanted
+    elif action.kind == "unsubscribe":
+        if wanted is None:
+            new = frozenset()
+        elif have is None:
+            raise ActionError(
+                "invalid_message",
+                'cannot unsubscribe single tickers from "*": send a "set" action instead',
+            )
+        else:
+            new = have - wanted
+    else:
+        raise ActionError("invalid_message", f"{action.kind!r} does not change the filter")
+    if new is not None and len(new) > MAX_FILTER_TICKERS:
+        raise ActionError(
+            "too_many_tickers",
+            f"too many tickers ({len(new)}; at most {MAX_FILTER_TICKERS} per connection)",
+        )
+    return TickerFilter(new)
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def subscribed_event(ticker_filter: TickerFilter) -> str:
+    """``{"event":"subscribed","tickers":[...sorted...]}`` (``"*"`` for every ticker)."""
+    tickers = ticker_filter.tickers
+    shown: object = "*" if tickers is None else sorted(tickers)
+    return _dumps({"event": "subscribed", "tickers": shown})
+
+
+def pong_event(ping_id: object, server_time: datetime) -> str:
+    """``{"event":"pong","id":..,"server_time":"<ISO µs UTC>"}``."""
+    return _dumps({"event": "pong", "id": ping_id, "server_time": format_timestamp(server_time)})
+
+
+def error_event(error: ActionError) -> str:
+    """``{"event":"error","code":"<machine-readable>","message":"<human>"}``."""
+    message = str(error)[:_ERROR_MESSAGE_LIMIT]
+    return _dumps({"event": "error", "code": error.code, "message": message})
+
+
+def recovered_event(recovered: bool, epoch: str, seq: int) -> str:
+    """
+    ``{"event":"recovered","recovered":..,"epoch":..,"seq":..}``: sent at a resume,
+    before the replay. ``epoch`` and ``seq`` are the stream's position at that moment:
+    every quote after ``seq`` arrives live.
+    """
+    return _dumps({"event": "recovered", "recovered": recovered, "epoch": epoch, "seq": seq})
+
+
+def with_position(payload: str, seq: int, epoch: str) -> str:
+    """
+    A canonical quote payload with ``"seq"`` and ``"epoch"`` appended after the
+    contract's fields (the ``seq=1`` option). ``epoch`` must be JSON-safe (see
+    :data:`~quotes_core.query.EPOCH_PATTERN`).
+    """
+    return f'{payload[:-1]},"seq":{seq},"epoch":"{epoch}"}}'
