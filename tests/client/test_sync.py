@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import anyio
 import pytest
 from anyio import to_thread
+from websockets.asyncio.server import ServerConnection
 
 from quotes_client import ClientState, HandshakeRejected, SyncQuotesClient
-from quotes_core import Quote
+from quotes_core import Quote, TickerFilter
 from tests.client.servers import StreamServer, fast_payload, make_quote, payload, send_then_hold
 
 pytestmark = pytest.mark.anyio
@@ -72,3 +74,29 @@ async def test_sync_client_ends_after_close() -> None:
             first, alive = await to_thread.run_sync(run, server.url())
     assert first == make_quote("MSFT", 3)
     assert not alive
+
+
+async def test_sync_client_changes_its_filter_live() -> None:
+    """subscribe() blocks until the server's reply; the quotes of the new ticker follow."""
+
+    async def handler(ws: ServerConnection, index: int) -> None:
+        # "subscribe" on the open connection, or "set" when the change beat the handshake
+        message = json.loads(await ws.recv())
+        assert message in (
+            {"action": "subscribe", "tickers": ["MSFT"]},
+            {"action": "set", "tickers": ["AAPL", "MSFT"]},
+        )
+        await ws.send('{"event":"subscribed","tickers":["AAPL","MSFT"]}')
+        await ws.send(payload("MSFT", 5))
+        await ws.wait_closed()
+
+    def run(url: str) -> tuple[TickerFilter, TickerFilter | None, Quote]:
+        with SyncQuotesClient(url, tickers=["AAPL"]) as client:
+            confirmed = client.subscribe("MSFT")
+            return confirmed, client.tickers, next(client)
+
+    async with StreamServer(handler) as server:
+        with anyio.fail_after(20):
+            confirmed, current, quote = await to_thread.run_sync(run, server.url())
+    assert confirmed == current == TickerFilter.of(["AAPL", "MSFT"])
+    assert quote == make_quote("MSFT", 5)

@@ -88,6 +88,16 @@ def _parser() -> argparse.ArgumentParser:
         "--stale-timeout", type=float, help="reconnect after N seconds without a message"
     )
     parser.add_argument("--buffer-size", type=int, default=DEFAULT_BUFFER_SIZE)
+    parser.add_argument(
+        "--snapshot", action="store_true", help="start with the latest quote of every ticker"
+    )
+    parser.add_argument(
+        "--max-hz", type=float, metavar="N", help="at most N quotes per second per ticker"
+    )
+    parser.add_argument("--batch", action="store_true", help="ask for one JSON array per flush")
+    parser.add_argument(
+        "--resume", action="store_true", help="resume after reconnects (seq=1, since=)"
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="no connection events")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -155,6 +165,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             max_retries=args.max_retries,
             stale_timeout=args.stale_timeout,
             buffer_size=args.buffer_size,
+            snapshot=args.snapshot,
+            max_hz=args.max_hz,
+            batch=args.batch,
+            resume=args.resume,
         )
     except (ValueError, InvalidTickers) as exc:
         parser.error(str(exc))

@@ -11,6 +11,12 @@ Two tasks meet at a :class:`~quotes_client.buffer.BoundedBuffer`:
 * the *consumer* (``async for quote in client`` or ``client.batches()``)
   takes quotes out of the buffer.
 
+With the opt-in stream protocol (``snapshot``, ``max_hz``, ``batch``, ``resume``)
+frames are decoded by :mod:`quotes_client.protocol` (batches unpacked, control
+frames told apart by their ``"event"`` key), the resume position and the gaps are
+kept by :mod:`quotes_client.resume`, and live filter changes are computed by
+:mod:`quotes_client.filters`; the server's ``subscribed`` reply settles them.
+
 The backoff is reset only after a connection stayed open ``healthy_after``
 seconds (10 by default), so a server that accepts and then closes at once is
 retried with growing delays, not in a tight loop. The ``websockets`` library's
@@ -24,9 +30,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -34,7 +42,7 @@ from websockets.protocol import State
 from websockets.typing import Origin
 
 from quotes_client.buffer import DEFAULT_BUFFER_SIZE, BoundedBuffer, BufferClosed, Overflow
-from quotes_client.errors import RetriesExhausted, StreamError
+from quotes_client.errors import ActionRejected, RetriesExhausted, StreamError
 from quotes_client.events import (
     BackingOff,
     Closed,
@@ -45,9 +53,25 @@ from quotes_client.events import (
     Disconnected,
     EventStream,
     Failed,
+    FilterChanged,
+    Gap,
+    Recovered,
+    ServerError,
 )
+from quotes_client.filters import change_filter, requested
 from quotes_client.policy import Outcome, classify_close, classify_connect_error
+from quotes_client.protocol import (
+    Action,
+    OtherControl,
+    Pong,
+    ProtocolOptions,
+    Subscribed,
+    WireQuote,
+    decode_frame,
+    encode_action,
+)
 from quotes_client.ratelimit import RateLimitedLog
+from quotes_client.resume import ResumeTracker
 from quotes_client.stats import (
     DEFAULT_LATENCY_WINDOW,
     ClientState,
@@ -55,10 +79,12 @@ from quotes_client.stats import (
     Latency,
     LatencyStats,
 )
-from quotes_client.urls import stream_url
-from quotes_core import Backoff, InvalidQuote, Quote, validate_quote
+from quotes_client.urls import stream_url, with_params
+from quotes_core import Backoff, InvalidQuote, Quote, QuotesError, TickerFilter
+from quotes_core.query import parse_tickers_param
 
 __all__ = [
+    "DEFAULT_ACTION_TIMEOUT",
     "DEFAULT_HEALTHY_AFTER",
     "DEFAULT_OPEN_TIMEOUT",
     "RETRY_AFTER_CAP",
@@ -76,6 +102,10 @@ DEFAULT_HEALTHY_AFTER = 10.0
 RETRY_AFTER_CAP = 60.0
 """Longest ``Retry-After`` honoured, in seconds (the backoff's own cap)."""
 
+DEFAULT_ACTION_TIMEOUT = 10.0
+"""Seconds ``subscribe()``, ``unsubscribe()`` and ``set_tickers()`` wait for the reply."""
+
+# protocol events (Recovered, FilterChanged, ServerError, Gap) leave the state as it is
 _STATES: dict[type, ClientState] = {
     Connecting: ClientState.CONNECTING,
     Connected: ClientState.CONNECTED,
@@ -126,6 +156,17 @@ class QuotesClient:
         max_queue: frames the ``websockets`` library buffers before it stops
             reading the TCP connection (keep it small for ``"block"``).
         latency_window: samples kept for the latency percentiles.
+        snapshot: ask the server for the latest quote of every ticker first
+            (``snapshot=1``), so the consumer has prices at once.
+        max_hz: at most this many quotes per second per ticker (0.1 to 100;
+            ``max_hz=N``): in between the server keeps only the newest (conflation).
+        batch: ask for one JSON array per server flush (``batch=1``) instead of
+            one frame per quote; iteration still yields single quotes.
+        resume: track the stream's position (``seq=1``) and resume after a
+            reconnect (``since=<epoch>:<seq>``): the server replays what was
+            missed, or says it cannot (a :class:`~quotes_client.events.Recovered`
+            event either way) and then sends a snapshot.
+        action_timeout: seconds a filter change waits for the server's reply.
         connect_options: other keyword arguments for
             ``websockets.asyncio.client.connect`` (``ssl``, ``proxy``, ``compression`` ...).
         sleep: awaited with each backoff delay (inject a fake in tests).
@@ -136,6 +177,11 @@ class QuotesClient:
         ValueError: ``url`` is not a WebSocket URL or an argument is out of range.
         quotes_core.InvalidTickers: a ticker symbol is invalid.
     """
+
+    url: str
+    """The URL of the first connection (``tickers`` and the protocol options included).
+
+    Reconnects carry the current filter and, with ``resume``, ``since=``."""
 
     def __init__(
         self,
@@ -158,6 +204,11 @@ class QuotesClient:
         max_queue: int = 16,
         latency_window: int = DEFAULT_LATENCY_WINDOW,
         connect_options: Mapping[str, Any] | None = None,
+        snapshot: bool = False,
+        max_hz: float | None = None,
+        batch: bool = False,
+        resume: bool = False,
+        action_timeout: float = DEFAULT_ACTION_TIMEOUT,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -168,8 +219,22 @@ class QuotesClient:
             raise ValueError("stale_timeout must be positive")
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
-        self.url = stream_url(url, tickers)
-        """The URL connected to, ``tickers`` included."""
+        if action_timeout <= 0:
+            raise ValueError("action_timeout must be positive")
+        self._options = ProtocolOptions(snapshot, max_hz, batch, resume)
+        self._base_url = stream_url(url, tickers)
+        query = parse_qs(urlsplit(self._base_url).query, keep_blank_values=True)
+        try:
+            self._filter: TickerFilter | None = parse_tickers_param(query.get("tickers", []))
+        except QuotesError:
+            self._filter = None  # the server will say why (400); no live changes then
+        self._filter_changed = False
+        self._latest_mode = any(m.lower() == "latest" for m in query.get("mode", []))
+        self._tracker = ResumeTracker() if resume else None
+        self._action_timeout = action_timeout
+        self._ws: ClientConnection | None = None
+        self._replies: deque[asyncio.Future[TickerFilter | None]] = deque()
+        self.url = self._next_url()
         self._buffer: BoundedBuffer[Quote] = BoundedBuffer(buffer_size, overflow)
         self._connect_kwargs: dict[str, Any] = {
             "origin": Origin(origin) if origin is not None else None,
@@ -201,6 +266,23 @@ class QuotesClient:
         self._invalid = 0
         self._attempts = 0
         self._connects = 0
+
+    def _next_url(self) -> str:
+        params: dict[str, str | None] = {}
+        if self._filter_changed and self._filter is not None:
+            params["tickers"] = self._filter.to_query()
+        since = self._tracker.since if self._tracker is not None else None
+        params.update(self._options.params(since))
+        return with_params(self._base_url, params)
+
+    def _contiguous(self) -> bool:
+        # every quote the server publishes reaches this client: a seq jump is a loss
+        return (
+            self._filter is not None
+            and self._filter.is_all
+            and self._options.max_hz is None
+            and not self._latest_mode
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -313,6 +395,99 @@ class QuotesClient:
                 raise RuntimeError("the client is closed")
             await self._changed.wait()
 
+    # -- the live filter ---------------------------------------------------------
+
+    async def subscribe(self, tickers: Iterable[str] | str) -> TickerFilter:
+        """
+        Add ``tickers`` to the filter (``"*"``: every ticker); return the whole filter.
+
+        On an open connection the client sends ``{"action":"subscribe"}`` and waits
+        for the server's ``subscribed`` reply (no quote of an added ticker comes
+        before it; with ``snapshot``, their latest quotes come first). Without a
+        connection, or if it drops before the reply, the change applies to the
+        next one. Either way reconnects keep it.
+
+        Raises:
+            ActionRejected: the server refused it (``.code``: ``forbidden`` ...);
+                the filter is unchanged.
+            quotes_core.InvalidTickers: a symbol is invalid, or too many in total.
+            ValueError: no symbol given.
+            TimeoutError: no reply within ``action_timeout``.
+        """
+        return await self._change("subscribe", tickers)
+
+    async def unsubscribe(self, tickers: Iterable[str] | str) -> TickerFilter:
+        """
+        Remove ``tickers`` from the filter; return the whole filter (see :meth:`subscribe`).
+
+        Raises:
+            ValueError: the filter is every ticker (``set_tickers`` the wanted ones
+                instead), or nothing would be left.
+        """
+        return await self._change("unsubscribe", tickers)
+
+    async def set_tickers(self, tickers: Iterable[str] | str | None) -> TickerFilter:
+        """Replace the filter (``None`` or ``"*"``: every ticker); see :meth:`subscribe`."""
+        return await self._change("set", tickers)
+
+    @property
+    def tickers(self) -> TickerFilter | None:
+        """
+        The filter the stream follows (or the next connection asks for); ``None``
+        when the URL's own ``tickers`` value is invalid.
+        """
+        return self._filter
+
+    @property
+    def position(self) -> tuple[str, int] | None:
+        """With ``resume``: the server's epoch and the highest seq received in it."""
+        tracker = self._tracker
+        if tracker is None or tracker.epoch is None or tracker.seq is None:
+            return None
+        return tracker.epoch, tracker.seq
+
+    async def _change(self, action: Action, tickers: Iterable[str] | str | None) -> TickerFilter:
+        if tickers is None and action != "set":
+            raise ValueError(f"{action}() needs tickers")
+        symbols = requested(tickers)
+        if self._filter is None:
+            raise ValueError("the URL's own tickers parameter is invalid: fix it first")
+        wanted = change_filter(self._filter, action, symbols)
+        ws = self._ws
+        if ws is None:
+            self._set_filter(wanted)
+            return wanted
+        reply = self._expect_reply()
+        try:
+            await ws.send(encode_action(action, symbols.tickers))
+            async with asyncio.timeout(self._action_timeout):
+                confirmed = await reply
+        except ConnectionClosed:
+            confirmed = None
+        except TimeoutError:
+            raise TimeoutError(f"no reply to {action} within {self._action_timeout:g} s") from None
+        if confirmed is None:  # the connection ended first: the next one asks for it
+            self._set_filter(wanted)
+            return wanted
+        return confirmed
+
+    def _expect_reply(self) -> asyncio.Future[TickerFilter | None]:
+        reply: asyncio.Future[TickerFilter | None] = asyncio.get_running_loop().create_future()
+        # a refusal nobody awaits any more (timed out, or the automatic "set") is
+        # reported as a ServerError event; do not let asyncio log it again
+        reply.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._replies.append(reply)
+        return reply
+
+    def _set_filter(self, new: TickerFilter) -> None:
+        if new == self._filter:
+            return
+        self._filter_changed = True
+        self._filter = new
+        if self._tracker is not None:
+            # with snapshot, newly added tickers start with older seqs: no checking
+            self._tracker.restart(contiguous=self._contiguous() and not self._options.snapshot)
+
     # -- introspection -----------------------------------------------------------
 
     @property
@@ -333,6 +508,7 @@ class QuotesClient:
         It sorts the latency window (up to ``latency_window`` samples): read it
         now and then (every second, say), not once per quote.
         """
+        tracker = self._tracker
         return ClientStats(
             state=self._state,
             received=self._received,
@@ -343,6 +519,10 @@ class QuotesClient:
             reconnects=max(0, self._connects - 1),
             attempts=self._attempts,
             latency=self._latency.snapshot(),
+            gaps=tracker.gaps if tracker else 0,
+            missed=tracker.missed if tracker else 0,
+            recovered=tracker.recovered if tracker else 0,
+            unrecovered=tracker.unrecovered if tracker else 0,
         )
 
     def __repr__(self) -> str:
@@ -377,16 +557,19 @@ class QuotesClient:
         while True:
             self._attempts += 1
             attempt = self._attempts
-            self._emit(Connecting(self.url, attempt))
+            url = self._next_url()
+            asked = self._filter
+            resuming = self._tracker is not None and self._tracker.since is not None
+            self._emit(Connecting(url, attempt))
             cause: BaseException | None = None
             try:
-                ws = await connect(self.url, **self._connect_kwargs)
+                ws = await connect(url, **self._connect_kwargs)
             except Exception as exc:
                 cause = exc
                 outcome = classify_connect_error(exc, self._wall_clock())
                 self._emit(ConnectFailed(outcome.reason, outcome.status, outcome.fatal))
             else:
-                outcome, duration = await self._session(ws, attempt)
+                outcome, duration = await self._session(ws, url, attempt, asked, resuming)
                 if duration >= self._healthy_after:
                     self._backoff.reset()
                     failures = 0
@@ -404,14 +587,39 @@ class QuotesClient:
             self._emit(BackingOff(delay, self._attempts + 1, outcome.retry_after))
             await self._sleep(delay)
 
-    async def _session(self, ws: ClientConnection, attempt: int) -> tuple[Outcome, float]:
+    async def _session(
+        self,
+        ws: ClientConnection,
+        url: str,
+        attempt: int,
+        asked: TickerFilter | None,
+        resuming: bool,
+    ) -> tuple[Outcome, float]:
         """Stream from one open connection until it ends; say how and after how long."""
         started = self._clock()
         self._connects += 1
-        self._emit(Connected(self.url, attempt))
+        if self._tracker is not None:
+            # a snapshot without since= has no end marker: its older seqs are no gaps
+            snapshot_first = self._options.snapshot and not resuming
+            self._tracker.start(
+                contiguous=self._contiguous() and not snapshot_first, resuming=resuming
+            )
+        self._ws = ws
+        self._emit(Connected(url, attempt))
         try:
+            if self._filter is not None and self._filter != asked:
+                # changed while the handshake was under way: tell this connection
+                self._expect_reply()
+                await ws.send(encode_action("set", self._filter.tickers))
             outcome = await self._receive(ws)
+        except ConnectionClosed as exc:
+            outcome = classify_close(exc)
         finally:
+            self._ws = None
+            while self._replies:  # unanswered changes: the next connection asks for them
+                reply = self._replies.popleft()
+                if not reply.done():
+                    reply.set_result(None)
             await _close(ws, "client closing")
         duration = self._clock() - started
         self._emit(
@@ -424,6 +632,8 @@ class QuotesClient:
         loop = asyncio.get_running_loop()
         buffer = self._buffer
         block = buffer.overflow == "block"
+        with_seq = self._tracker is not None
+        batched = self._options.batch
         try:
             async with asyncio.timeout(None) as deadline:
                 while True:
@@ -434,13 +644,20 @@ class QuotesClient:
                     raw = await ws.recv(decode=False)
                     if stale is not None:
                         deadline.reschedule(None)
-                    quote = self._accept(raw)
-                    if quote is None:
-                        pass
-                    elif block:
-                        await buffer.put(quote)
-                    else:
-                        buffer.offer(quote)
+                    for item in decode_frame(raw, with_seq, batched):
+                        if isinstance(item, WireQuote):
+                            quote = self._accept(item)
+                            if block:
+                                await buffer.put(quote)
+                            else:
+                                buffer.offer(quote)
+                        elif isinstance(item, InvalidQuote):
+                            self._invalid += 1
+                            self._invalid_log.warning(
+                                "quotes-client: skipped an invalid message (%s)", item
+                            )
+                        else:
+                            self._control(item)
         except ConnectionClosed as exc:
             return classify_close(exc)
         except TimeoutError:
@@ -450,22 +667,51 @@ class QuotesClient:
             await _close(ws, reason)
             return Outcome(f"stale stream: {reason}", by_server=False)
 
-    def _accept(self, raw: bytes) -> Quote | None:
-        now = self._wall_clock()
-        try:
-            quote = validate_quote(raw)
-        except InvalidQuote as exc:
-            self._invalid += 1
-            self._invalid_log.warning("quotes-client: skipped an invalid message (%s)", exc)
-            return None
+    def _accept(self, item: WireQuote) -> Quote:
+        quote = item.quote
         self._received += 1
-        self._latency.add(now - quote.timestamp.timestamp())
+        self._latency.add(self._wall_clock() - quote.timestamp.timestamp())
+        if self._tracker is not None:
+            gap = self._tracker.on_quote(item.seq, item.epoch)
+            if gap is not None:
+                self._emit(gap)
         return quote
+
+    def _control(self, frame: Subscribed | Recovered | ServerError | Pong | OtherControl) -> None:
+        match frame:
+            case Subscribed(filter=new):
+                self._set_filter(new)
+                self._reply(new)
+                self._emit(FilterChanged(new))
+            case ServerError(code=code, message=message):
+                self._reply(ActionRejected(code, message))
+                self._emit(frame)
+            case Recovered(recovered=recovered, epoch=epoch, seq=seq):
+                gap = None
+                if self._tracker is not None:
+                    gap = self._tracker.on_recovered(recovered, epoch, seq)
+                self._emit(frame)
+                if gap is not None:
+                    self._emit(gap)
+            case _:
+                logger.debug("quotes-client: ignored a control frame: %r", frame)
+
+    def _reply(self, answer: TickerFilter | ActionRejected) -> None:
+        # the server answers filter changes in order, one frame each
+        if not self._replies:
+            return
+        reply = self._replies.popleft()
+        if reply.done():
+            return
+        if isinstance(answer, ActionRejected):
+            reply.set_exception(answer)
+        else:
+            reply.set_result(answer)
 
     # -- events ------------------------------------------------------------------
 
     def _emit(self, event: ConnectionEvent) -> None:
-        self._state = _STATES[type(event)]
+        self._state = _STATES.get(type(event), self._state)
         _log_event(event)
         for stream in self._streams:
             stream.push(event)
@@ -525,3 +771,14 @@ def _log_event(event: ConnectionEvent) -> None:
             logger.info("quotes-client: stopped: %s", error)
         case Closed():
             logger.debug("quotes-client: closed")
+        case Recovered(recovered=True, seq=seq):
+            logger.info("quotes-client: resumed after seq %s, nothing missed", seq)
+        case Recovered(recovered=False):
+            logger.warning("quotes-client: the server could not replay: snapshot instead")
+        case FilterChanged(filter=new):
+            logger.info("quotes-client: tickers now %s", new)
+        case ServerError(code=code, message=message):
+            logger.warning("quotes-client: server error %s: %s", code, message)
+        case Gap(reason=reason, missed=missed):
+            shown = "" if missed is None else f" ({missed} missed)"
+            logger.warning("quotes-client: gap in the stream: %s%s", reason, shown)

@@ -11,6 +11,7 @@ Everything here derives from :class:`quotes_core.QuotesError`, so one
         │   │   └── HandshakeRejected  the server answered with an HTTP status (.status)
         │   └── FatalClose           the server closed with a fatal code (.code, .reason)
         └── RetriesExhausted         ``max_retries`` consecutive failures (.attempts)
+    ActionRejected                   the server refused subscribe/unsubscribe/set (.code)
 
 Retryable failures (connection refused, timeouts, HTTP 5xx, close codes 1001,
 1011, 1012, 1013 ...) never surface as exceptions: the client reconnects and
@@ -24,6 +25,7 @@ from http import HTTPStatus
 from quotes_core import QuotesError
 
 __all__ = [
+    "ActionRejected",
     "FatalClose",
     "FatalError",
     "HandshakeFailed",
@@ -110,3 +112,20 @@ class RetriesExhausted(StreamError):
         super().__init__(f"gave up after {attempts} failed attempt{plural}; last: {last_error}")
         self.attempts = attempts
         self.last_error = last_error
+
+
+class ActionRejected(QuotesError):
+    """
+    The server answered a filter change with an error frame; the stream goes on
+    with the filter it had.
+
+    Attributes:
+        code: the server's machine-readable code (``invalid_ticker``,
+            ``too_many_tickers``, ``forbidden``, ``unknown_action`` ...).
+        message: the server's explanation.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"server refused the change: {code}: {message}")
+        self.code = code
+        self.message = message

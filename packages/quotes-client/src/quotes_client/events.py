@@ -7,6 +7,12 @@ before each new attempt comes :class:`BackingOff` with the delay. The stream
 ends with :class:`Failed` (fatal error, ``max_retries``) or :class:`Closed`
 (the caller stopped the client).
 
+With the opt-in stream protocol, protocol events come in between, without
+changing the client's state: :class:`Recovered` (the server's answer to a
+resume), :class:`FilterChanged` (the filter the server confirmed),
+:class:`ServerError` (a message the server refused; the stream goes on) and
+:class:`Gap` (quotes may have been missed).
+
 Receive them with the ``on_event`` callback of ``QuotesClient`` (called in the
 event loop, must not block) or by iterating ``client.events()``.
 """
@@ -19,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from quotes_client.errors import StreamError
+from quotes_core import TickerFilter
 
 __all__ = [
     "BackingOff",
@@ -30,6 +37,11 @@ __all__ = [
     "Disconnected",
     "EventStream",
     "Failed",
+    "FilterChanged",
+    "Gap",
+    "ProtocolEvent",
+    "Recovered",
+    "ServerError",
 ]
 
 
@@ -108,10 +120,80 @@ class Closed:
     """The caller closed the client."""
 
 
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    """
+    The server's answer to a resume (``since=``), before any quote of the connection.
+
+    ``recovered`` True: the missed quotes follow, then the live stream: nothing
+    was lost. False: the server could not replay them (it restarted, or its
+    history window moved past the client's position); the client asked for a
+    snapshot on that connection, so the latest quote of every ticker follows.
+    ``epoch`` and ``seq`` are the server's, as it sent them.
+    """
+
+    recovered: bool
+    epoch: str | None
+    seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChanged:
+    """The filter the stream now follows, as the server confirmed it (``subscribed``)."""
+
+    filter: TickerFilter
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """
+    The server refused a message (``{"event":"error"}``); the connection stays open.
+
+    ``code`` is machine-readable (``invalid_ticker``, ``too_many_tickers``,
+    ``forbidden`` ...), ``message`` says it for humans.
+    """
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """
+    The client may have missed quotes (see :mod:`quotes_client.resume`).
+
+    Attributes:
+        reason: ``"seq"`` (seq numbers jumped over on a stream of every ticker),
+            ``"epoch"`` (the server's epoch changed: it restarted, or its upstream
+            had an outage) or ``"unrecovered"`` (the server could not replay).
+        missed: seq numbers jumped over, or ``None`` when unknown.
+        epoch: the server's epoch now.
+        seq: the seq now.
+    """
+
+    reason: str
+    missed: int | None
+    epoch: str | None
+    seq: int | None
+
+
+ProtocolEvent = Recovered | FilterChanged | ServerError | Gap
+"""An event of the opt-in stream protocol (the client's state does not change)."""
+
 ConnectionEvent = (
-    Connecting | Connected | ConnectFailed | Disconnected | BackingOff | Failed | Closed
+    Connecting
+    | Connected
+    | ConnectFailed
+    | Disconnected
+    | BackingOff
+    | Failed
+    | Closed
+    | Recovered
+    | FilterChanged
+    | ServerError
+    | Gap
 )
-"""Any connection-state event."""
+"""Any event a client emits."""
 
 
 class EventStream:

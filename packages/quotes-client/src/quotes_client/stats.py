@@ -115,6 +115,12 @@ class ClientStats:
         reconnects: connections opened after the first one.
         attempts: connection attempts, successful or not.
         latency: receive-time latency summary.
+        gaps: times the client saw it may have missed quotes (``resume`` only:
+            an epoch change, a resume the server could not honour, or a seq jump
+            on a stream of every ticker; see :mod:`quotes_client.resume`).
+        missed: seq numbers jumped over on a stream of every ticker.
+        recovered: reconnects after which the server replayed what was missed.
+        unrecovered: reconnects after which it could not (a snapshot came instead).
     """
 
     state: ClientState
@@ -126,3 +132,7 @@ class ClientStats:
     reconnects: int
     attempts: int
     latency: Latency
+    gaps: int = 0
+    missed: int = 0
+    recovered: int = 0
+    unrecovered: int = 0

@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from quotes_client.client import QuotesClient
 from quotes_client.stats import ClientStats, Latency
-from quotes_core import Quote
+from quotes_core import Quote, TickerFilter
 
 __all__ = ["SyncQuotesClient"]
 
@@ -104,6 +104,30 @@ class SyncQuotesClient:
         if not self._pending:
             raise StopIteration
         return self._pending.popleft()
+
+    def subscribe(self, tickers: Iterable[str] | str) -> TickerFilter:
+        """Add tickers, as :meth:`QuotesClient.subscribe` (blocks for the server's reply)."""
+        return self._call(self._client.subscribe(tickers))
+
+    def unsubscribe(self, tickers: Iterable[str] | str) -> TickerFilter:
+        """Remove tickers, as :meth:`QuotesClient.unsubscribe`."""
+        return self._call(self._client.unsubscribe(tickers))
+
+    def set_tickers(self, tickers: Iterable[str] | str | None) -> TickerFilter:
+        """Replace the filter, as :meth:`QuotesClient.set_tickers`."""
+        return self._call(self._client.set_tickers(tickers))
+
+    @property
+    def tickers(self) -> TickerFilter | None:
+        """The filter the stream follows."""
+        client = self._client
+        return self._read(lambda: client.tickers)
+
+    @property
+    def position(self) -> tuple[str, int] | None:
+        """With ``resume``: the server's epoch and the highest seq received."""
+        client = self._client
+        return self._read(lambda: client.position)
 
     @property
     def stats(self) -> ClientStats:

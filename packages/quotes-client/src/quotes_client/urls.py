@@ -1,15 +1,16 @@
 """
-Build the stream URL: the server's address plus the ``tickers`` query parameter.
+Build the stream URL: the server's address plus the ``tickers`` query parameter
+(and the opt-in protocol's parameters, with :func:`with_params`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from quotes_core import TickerFilter
 
-__all__ = ["stream_url"]
+__all__ = ["stream_url", "with_params"]
 
 
 def stream_url(url: str, tickers: Iterable[str] | str | None = None) -> str:
@@ -38,3 +39,18 @@ def stream_url(url: str, tickers: Iterable[str] | str | None = None) -> str:
     if value is not None:
         query.append(("tickers", value))
     return urlunsplit(parts._replace(query=urlencode(query, safe=",")))
+
+
+def with_params(url: str, params: Mapping[str, str | None]) -> str:
+    """
+    Return ``url`` with each of ``params`` set (a ``None`` value removes it).
+
+    Other query parameters keep their order; ``url`` comes back unchanged when
+    ``params`` is empty.
+    """
+    if not params:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    query += [(k, v) for k, v in params.items() if v is not None]
+    return urlunsplit(parts._replace(query=urlencode(query, safe=",:*")))
