@@ -3,8 +3,9 @@ quotes-core: the pure heart of the quote stream.
 
 Schema and canonical encoding (:mod:`quotes_core.schema`), ticker filters
 (:mod:`quotes_core.tickers`), the sans-I/O fan-out hub (:mod:`quotes_core.hub`),
-the handshake's query parameters (:mod:`quotes_core.query`), reconnect backoff
-(:mod:`quotes_core.backoff`) and typed errors
+the handshake's query parameters (:mod:`quotes_core.query`), the sharded
+upstream's ticker-to-channel mapping (:mod:`quotes_core.sharding`), reconnect
+backoff (:mod:`quotes_core.backoff`) and typed errors
 (:mod:`quotes_core.errors`). Standard library and pydantic only: no network, no
 event loop.
 """
@@ -31,6 +32,15 @@ from quotes_core.schema import (
     validate_quote,
     wire_json_schema,
 )
+from quotes_core.sharding import (
+    CLUSTER_SLOTS,
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    ShardMap,
+    key_slot,
+    shard_channel,
+    shard_of,
+)
 from quotes_core.tickers import (
     MAX_FILTER_TICKERS,
     MAX_TICKER_LENGTH,
@@ -42,9 +52,12 @@ from quotes_core.tickers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLUSTER_SLOTS",
     "DEFAULT_BOUND",
+    "DEFAULT_SHARDS",
     "MAX_FILTER_TICKERS",
     "MAX_QUOTE_BYTES",
+    "MAX_SHARDS",
     "MAX_TICKER_LENGTH",
     "Backoff",
     "ClientError",
@@ -56,6 +69,7 @@ __all__ = [
     "ParsedQuote",
     "Quote",
     "QuotesError",
+    "ShardMap",
     "Subscription",
     "TickerFilter",
     "TokenBucket",
@@ -65,10 +79,13 @@ __all__ = [
     "encode_quote",
     "format_timestamp",
     "is_valid_ticker",
+    "key_slot",
     "normalize_ticker",
     "parse_mode_param",
     "parse_quote",
     "parse_tickers_param",
+    "shard_channel",
+    "shard_of",
     "validate_quote",
     "wire_json_schema",
 ]
