@@ -18,15 +18,16 @@ import itertools
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 
-from quotes_core import Hub, InvalidQuote, Subscription, parse_quote
+from quotes_core import Hub, InvalidQuote, Subscription, TickerFilter, parse_quote
 from quotes_server.connection import CloseCode, Connection
 from quotes_server.frames import text_frame
 from quotes_server.logs import RateLimitedLog, truncate
 from quotes_server.metrics import Metrics
 from quotes_server.settings import Settings
-from quotes_server.sources import QuoteSource, SourceState
+from quotes_server.sources import FollowsInterest, QuoteSource, SourceState
 
 __all__ = ["Runtime"]
 
@@ -54,6 +55,8 @@ class Runtime:
         self._ready: list[Subscription[bytes]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._newest: datetime | None = None
+        # the sharded source subscribes upstream only to what the hub's clients want
+        self._interest = source if isinstance(source, FollowsInterest) else None
 
     # --- the source's sink -------------------------------------------------------------------
 
@@ -120,6 +123,7 @@ class Runtime:
         self.connections[conn.sub] = conn
         self._per_host[conn.host] += 1
         self.metrics.connections.inc()
+        self.interest_changed()
 
     def remove(self, conn: Connection) -> None:
         if self.connections.pop(conn.sub, None) is not None:
@@ -130,6 +134,47 @@ class Runtime:
             else:
                 del self._per_host[conn.host]
         self.hub.unsubscribe(conn.sub)
+        self.interest_changed()
+
+    # --- upstream interest (the sharded source) ----------------------------------------------
+
+    def interest_changed(self) -> None:
+        """
+        Tell the source what the hub now wants; call after every subscription change.
+        """
+        if self._interest is not None:
+            self._interest.set_interest(self.hub.wants_all(), self.hub.tickers())
+
+    def accepts(self, filter: TickerFilter) -> bool:
+        """True when a handshake with ``filter`` can be served (else 503)."""
+        if self._interest is not None:
+            return self._interest.accepts(filter)
+        return self.source.state.accepting
+
+    async def wait_upstream(self, filter: TickerFilter) -> None:
+        """
+        Wait (at most the Redis timeout) until the upstream part ``filter`` needs is
+        subscribed, so the client sees every quote published after its handshake.
+        """
+        interest = self._interest
+        if interest is not None and not await interest.wait_subscribed(
+            filter, self.settings.redis_timeout
+        ):
+            log.warning("shard subscription for %s not confirmed in time", filter)
+
+    def close_affected(self, affected: Callable[[TickerFilter], bool]) -> None:
+        """Close with 1011 the clients whose filter ``affected`` says lost its upstream."""
+        hit = [c for c in self.connections.values() if affected(c.sub.filter)]
+        if hit:
+            log.error(
+                "upstream shard(s) down past the %.1fs grace period: closing %d of %d "
+                "client(s) with 1011",
+                self.settings.grace_period,
+                len(hit),
+                len(self.connections),
+            )
+        for conn in hit:
+            conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
 
     def connections_from(self, host: str) -> int:
         """Open connections from one client address."""
