@@ -303,6 +303,7 @@ class ShardedRedisSource:
         self._down: set[int] = set(range(shards))
         self._failed = False
         self._ever_up = False
+        self._never_up: set[int] = set(range(shards))
         self._state = SourceState.CONNECTING
         self._sink: Sink | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -582,6 +583,7 @@ class ShardedRedisSource:
         now = time.monotonic()
         for shard in range(self.map.shards):
             if self._healthy(shard):
+                self._never_up.discard(shard)
                 self._lost_since.pop(shard, None)
                 self._down.discard(shard)
             elif shard not in self._down:
@@ -624,7 +626,9 @@ class ShardedRedisSource:
 
     def _update_state(self) -> None:
         shards = self.map.shards
-        if len(self._down) == shards:
+        if self._never_up and not self._failed:
+            state = SourceState.CONNECTING  # start-up: until every shard was up once
+        elif len(self._down) == shards:
             failed = self._failed or self._ever_up
             state = SourceState.DOWN if failed else SourceState.CONNECTING
         elif self._down or self._lost_since:
