@@ -75,8 +75,8 @@ async def feed(url: str) -> Feed:
 
 async def poll(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
-        while not cond():
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 (a poll with a deadline)
+        while not cond():  # noqa: ASYNC110 (a poll of a condition, with a deadline)
+            await asyncio.sleep(0.02)
     assert cond(), what
 
 
