@@ -141,6 +141,7 @@ async def test_slot_migration_loses_nothing_outside_the_window(
     publish_end(cluster, [moved, steady])
     await poll(lambda: ended(f, [moved, steady]), "end markers")
     assert f.closed is None
+    await f.ws.close()
     assert f.seqs[steady] == [*pub.acked[steady], END]
     got = f.seqs[moved][:-1]
     acked = pub.acked[moved]
@@ -209,7 +210,7 @@ async def test_master_killed_replica_promoted(start_server: StartServer) -> None
         # the strict server accepts the shard's clients again once it is back
         s_back = await feed(f"{strict.ws_url}/ws/quotes?tickers={victim_ticker}")
         assert s_back.closed is None
-        for f in (p_victim, p_other, s_other, s_back):
+        for f in (p_victim, p_other, s_other, s_back, s_victim, s_all):
             await f.ws.close()
     finally:
         c.stop()

@@ -47,9 +47,18 @@ class Node:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def info(self, section: str) -> dict[str, object]:
+        with contextlib.closing(self.client()) as c:
+            return dict(c.info(section))
+
     def command(self, *args: str | int) -> object:
         with contextlib.closing(self.client()) as c:
             return c.execute_command(*args)
+
+
+def _cluster_info(node: Node) -> dict[str, object]:
+    with contextlib.closing(node.client()) as c:
+        return dict(c.cluster("info"))
 
 
 class RedisClusterProcesses:
@@ -95,7 +104,7 @@ class RedisClusterProcesses:
         if node.proc is None or node.proc.poll() is not None:
             raise TestSetupError(f"redis-server on port {node.port} exited")
         try:
-            return bool(node.client().ping())
+            return bool(node.command("PING"))
         except RedisError:
             return False
 
@@ -124,14 +133,14 @@ class RedisClusterProcesses:
 
     def _node_ok(self, node: Node) -> bool:
         try:
-            info = node.client().cluster("info")
+            info = _cluster_info(node)
         except RedisError:
             return False
         alive = sum(1 for n in self.nodes if n.alive())
         return (
             info.get("cluster_state") == "ok"
-            and int(info.get("cluster_known_nodes", 0)) >= alive
-            and int(info.get("cluster_slots_ok", 0)) == 16384
+            and int(str(info.get("cluster_known_nodes", 0))) >= alive
+            and int(str(info.get("cluster_slots_ok", 0))) == 16384
         )
 
     def wait_ok(self, timeout: float = 30.0) -> None:
@@ -150,7 +159,7 @@ class RedisClusterProcesses:
         for node in self.nodes:
             if not node.alive():
                 continue
-            info = node.client().info("replication")
+            info = node.info("replication")
             if info.get("role") == "slave" and info.get("master_link_status") != "up":
                 return False
         return True
@@ -179,8 +188,11 @@ class RedisClusterProcesses:
     def replica_of(self, master: Node) -> Node:
         for node in self.nodes:
             if node.alive() and node is not master:
-                info = node.client().info("replication")
-                if info.get("role") == "slave" and int(info.get("master_port", 0)) == master.port:
+                info = node.info("replication")
+                if (
+                    info.get("role") == "slave"
+                    and int(str(info.get("master_port", 0))) == master.port
+                ):
                     return node
         raise LookupError(f"no replica of {master.port}")
 
@@ -193,7 +205,7 @@ class RedisClusterProcesses:
         """Promote ``replica`` now (its master is dead): ``CLUSTER FAILOVER FORCE``."""
         replica.command("CLUSTER", "FAILOVER", "FORCE")
         wait_until(
-            lambda: replica.client().info("replication").get("role") == "master",
+            lambda: replica.info("replication").get("role") == "master",
             timeout=20,
             what=f"replica {replica.port} promoted",
         )
