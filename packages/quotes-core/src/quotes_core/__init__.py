@@ -6,7 +6,8 @@ Schema and canonical encoding (:mod:`quotes_core.schema`), ticker filters
 the handshake's query parameters (:mod:`quotes_core.query`), the stream protocol's
 state (history window :mod:`quotes_core.history`, snapshot map
 :mod:`quotes_core.snapshot`, per-ticker rate :mod:`quotes_core.throttle`, client
-actions and control frames :mod:`quotes_core.actions`), reconnect backoff
+actions and control frames :mod:`quotes_core.actions`), the sharded
+upstream's ticker-to-channel mapping (:mod:`quotes_core.sharding`), reconnect backoff
 (:mod:`quotes_core.backoff`) and typed errors
 (:mod:`quotes_core.errors`). Standard library and pydantic only: no network, no
 event loop.
@@ -54,6 +55,15 @@ from quotes_core.schema import (
     validate_quote,
     wire_json_schema,
 )
+from quotes_core.sharding import (
+    CLUSTER_SLOTS,
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+    ShardMap,
+    key_slot,
+    shard_channel,
+    shard_of,
+)
 from quotes_core.snapshot import Snapshot
 from quotes_core.throttle import MAX_HZ_RANGE, Throttle
 from quotes_core.tickers import (
@@ -67,12 +77,15 @@ from quotes_core.tickers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLUSTER_SLOTS",
     "DEFAULT_BOUND",
     "DEFAULT_HISTORY_AGE",
     "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_SHARDS",
     "MAX_FILTER_TICKERS",
     "MAX_HZ_RANGE",
     "MAX_QUOTE_BYTES",
+    "MAX_SHARDS",
     "MAX_TICKER_LENGTH",
     "Action",
     "ActionError",
@@ -90,6 +103,7 @@ __all__ = [
     "Position",
     "Quote",
     "QuotesError",
+    "ShardMap",
     "Snapshot",
     "StreamItem",
     "StreamOptions",
@@ -105,6 +119,7 @@ __all__ = [
     "error_event",
     "format_timestamp",
     "is_valid_ticker",
+    "key_slot",
     "normalize_ticker",
     "parse_action",
     "parse_mode_param",
@@ -113,6 +128,8 @@ __all__ = [
     "parse_tickers_param",
     "pong_event",
     "recovered_event",
+    "shard_channel",
+    "shard_of",
     "subscribed_event",
     "validate_quote",
     "wire_json_schema",

@@ -22,6 +22,7 @@ frames), so the same object is shared by every subscriber.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from enum import StrEnum
 from typing import Generic, TypeVar
 
@@ -277,6 +278,19 @@ class Hub(Generic[P]):
         of each ticker is the newest one published.
         """
         return sub._take()
+
+    def wants_all(self) -> bool:
+        """True while some subscription wants every ticker."""
+        return bool(self._wildcard)
+
+    def tickers(self) -> Set[str]:
+        """
+        The tickers some subscription asks for by name (wildcards not included).
+
+        A live read-only view of the hub's index: it follows later subscribes and
+        unsubscribes, and costs nothing to take.
+        """
+        return self._by_ticker.keys()
 
     def subscribers(self, ticker: str) -> int:
         """How many subscriptions currently want ``ticker``."""

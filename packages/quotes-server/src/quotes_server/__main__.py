@@ -30,7 +30,16 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "host": ("QUOTES_HOST", "interface to listen on (default 127.0.0.1)"),
     "port": ("QUOTES_PORT", "TCP port (default 8000)"),
     "redis_url": ("QUOTES_REDIS_URL", "Redis URL to subscribe to; omit for the built-in demo feed"),
-    "channel": ("QUOTES_CHANNEL", "Redis Pub/Sub channel (default quotes.realtime)"),
+    "channel": (
+        "QUOTES_CHANNEL",
+        "Redis Pub/Sub channel, the shard channels' prefix when sharded (default quotes.realtime)",
+    ),
+    "upstream": (
+        "QUOTES_UPSTREAM",
+        "single: SUBSCRIBE to the channel; sharded: SSUBSCRIBE to <channel>.{n} shard channels "
+        "on a Redis Cluster or a Redis 7 (default single)",
+    ),
+    "shards": ("QUOTES_SHARDS", "shard channels of --upstream sharded (default 16)"),
     "cors_origins": (
         "QUOTES_CORS_ORIGINS",
         "comma-separated browser origins allowed to connect, or * (default *)",

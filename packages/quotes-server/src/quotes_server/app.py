@@ -38,6 +38,7 @@ from quotes_server.settings import Settings
 from quotes_server.sources import QuoteSource
 from quotes_server.sources.demo import DemoSource
 from quotes_server.sources.redis import RedisSource
+from quotes_server.sources.sharded import ShardedRedisSource
 
 __all__ = ["WS_PATHS", "create_app", "make_source"]
 
@@ -53,9 +54,22 @@ HEALTH = {"status": "ok", "version": __version__, "repository": "opa-quotes-api"
 
 
 def make_source(settings: Settings) -> QuoteSource:
-    """The Redis source when a URL is configured, else the demo feed."""
+    """
+    The Redis source when a URL is configured (single channel, or sharded with
+    ``upstream="sharded"``), else the demo feed.
+    """
     if settings.redis_url is None:
         return DemoSource(rate=settings.demo_rate, tickers=settings.demo_tickers)
+    if settings.upstream == "sharded":
+        return ShardedRedisSource(
+            settings.redis_url,
+            settings.channel,
+            settings.shards,
+            grace_period=settings.grace_period,
+            timeout=settings.redis_timeout,
+            ping_interval=settings.redis_ping_interval,
+            pong_timeout=settings.redis_pong_timeout,
+        )
     return RedisSource(
         settings.redis_url,
         settings.channel,
@@ -147,11 +161,13 @@ class QuotesEndpoint:
         except ClientError as exc:
             await self._deny(ws, 400, str(exc), "bad_request")
             return
-        if not runtime.source.state.accepting:
+        if not runtime.accepts(ticker_filter):
+            state = runtime.source.state
+            detail = state.value if not state.accepting else "a shard it needs is down"
             await self._deny(
                 ws,
                 503,
-                f"Upstream quote source unavailable ({runtime.source.state.value}); retry later",
+                f"Upstream quote source unavailable ({detail}); retry later",
                 "upstream_unavailable",
             )
             return
@@ -175,6 +191,7 @@ class QuotesEndpoint:
         expiry = _expiry_timer(runtime, conn, grant)
         code: int | None = None
         try:
+            await runtime.wait_upstream(ticker_filter)
             await ws.accept()
             runtime.metrics.handshakes.labels("accepted").inc()
             log.info(

@@ -8,36 +8,81 @@ Two modes:
   (forever when neither is given);
 - ``--stdin``: every non-empty line of standard input is published verbatim (for
   replaying captured data, and for publishing deliberately malformed messages).
+
+``--upstream sharded`` publishes each quote with ``SPUBLISH`` on its ticker's shard
+channel ``<channel>.{n}`` (:class:`quotes_core.ShardMap`, ``--shards`` of them), on a
+single Redis 7 or, cluster-aware, on a Redis Cluster; a ``--stdin`` line without a
+readable ``ticker`` goes to shard 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from quotes_core import DEFAULT_SHARDS, MAX_SHARDS, ShardMap
 from quotes_server.sources.demo import DemoFeed
 
-__all__ = ["main", "publish_lines", "publish_synthetic"]
+__all__ = ["connect", "main", "publish_lines", "publish_synthetic", "ticker_of"]
+
+Client = Redis | RedisCluster
+"""A plain Redis client, or a cluster-aware one (sharded mode on a cluster)."""
 
 
-def publish_lines(client: Redis, channel: str, lines: Iterable[bytes]) -> int:
-    """Publish each non-empty line verbatim (without its line ending); return the count."""
+def connect(url: str, *, sharded: bool = False, timeout: float = 5.0) -> Client:
+    """
+    A client for ``url``: plain, unless ``sharded`` and the server is a cluster node.
+    """
+    plain = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    if not sharded:
+        return plain
+    try:
+        cluster = bool(plain.info("cluster").get("cluster_enabled"))
+    finally:
+        plain.close()
+    if not cluster:
+        return Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    return RedisCluster.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+
+
+def ticker_of(message: bytes) -> str:
+    """The ``ticker`` of a raw quote message, or ``""`` when it has none readable."""
+    try:
+        ticker = json.loads(message).get("ticker")
+    except (ValueError, AttributeError):
+        return ""
+    return ticker if isinstance(ticker, str) else ""
+
+
+def publish_lines(
+    client: Client, channel: str, lines: Iterable[bytes], shards: ShardMap | None = None
+) -> int:
+    """
+    Publish each non-empty line verbatim (without its line ending); return the count.
+
+    With ``shards``, each line is SPUBLISHed on its ticker's shard channel instead.
+    """
     count = 0
     for line in lines:
         data = line.rstrip(b"\r\n")
         if data.strip():
-            client.publish(channel, data)
+            if shards is None:
+                client.publish(channel, data)
+            else:
+                client.spublish(shards.channel(ticker_of(data)), data)
             count += 1
     return count
 
 
 def publish_synthetic(
-    client: Redis,
+    client: Client,
     channel: str,
     *,
     rate: float,
@@ -45,8 +90,13 @@ def publish_synthetic(
     duration: float | None,
     count: int | None,
     seed: int | None = None,
+    shards: ShardMap | None = None,
 ) -> int:
-    """Publish the demo feed at ``rate`` per second, in pipelined batches; return the count."""
+    """
+    Publish the demo feed at ``rate`` per second, in pipelined batches; return the count.
+
+    With ``shards``, each quote is SPUBLISHed on its ticker's shard channel.
+    """
     feed = DemoFeed(tickers, seed)
     start = time.monotonic()
     sent = 0
@@ -61,7 +111,11 @@ def publish_synthetic(
         if due > sent:
             pipe = client.pipeline(transaction=False)
             for _ in range(due - sent):
-                pipe.publish(channel, feed.next_message())
+                message = feed.next_message()
+                if shards is None:
+                    pipe.publish(channel, message)
+                else:
+                    pipe.spublish(shards.channel(ticker_of(message)), message)
             pipe.execute()
             sent = due
         if count is not None and sent >= count:
@@ -76,7 +130,24 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Publish synthetic quotes (or stdin lines) to a Redis Pub/Sub channel.",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis URL")
-    parser.add_argument("--channel", default="quotes.realtime", help="Pub/Sub channel")
+    parser.add_argument(
+        "--channel",
+        default="quotes.realtime",
+        help="Pub/Sub channel (the shard channels' prefix with --upstream sharded)",
+    )
+    parser.add_argument(
+        "--upstream",
+        choices=["single", "sharded"],
+        default="single",
+        help="single: PUBLISH on the channel; sharded: SPUBLISH on <channel>.{n}, the shard "
+        "of each ticker (cluster-aware on a Redis Cluster)",
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=DEFAULT_SHARDS,
+        help=f"shard channels with --upstream sharded (default {DEFAULT_SHARDS})",
+    )
     parser.add_argument("--rate", type=float, default=200.0, help="quotes per second")
     parser.add_argument("--tickers", type=int, default=300, help="how many symbols")
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -88,10 +159,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.tickers < 1:
         parser.error("--rate must be positive and --tickers at least 1")
-    client = Redis.from_url(args.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    if not 1 <= args.shards <= MAX_SHARDS:
+        parser.error(f"--shards must be between 1 and {MAX_SHARDS}")
+    sharded = args.upstream == "sharded"
+    shards = ShardMap(args.channel, args.shards) if sharded else None
+    try:
+        client = connect(args.redis_url, sharded=sharded)
+    except RedisError as exc:
+        sys.exit(f"quotes-publish: Redis error: {exc}")
     try:
         if args.stdin:
-            n = publish_lines(client, args.channel, sys.stdin.buffer)
+            n = publish_lines(client, args.channel, sys.stdin.buffer, shards)
         else:
             n = publish_synthetic(
                 client,
@@ -101,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 duration=args.duration,
                 count=args.count,
                 seed=args.seed,
+                shards=shards,
             )
     except RedisError as exc:
         sys.exit(f"quotes-publish: Redis error: {exc}")
@@ -108,7 +187,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     finally:
         client.close()
-    print(f"quotes-publish: published {n} message(s) to {args.channel!r}", file=sys.stderr)
+    where = (
+        f"{args.shards} shard channel(s) {args.channel}.{{n}}" if sharded else repr(args.channel)
+    )
+    print(f"quotes-publish: published {n} message(s) to {where}", file=sys.stderr)
 
 
 if __name__ == "__main__":

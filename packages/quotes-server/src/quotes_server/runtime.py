@@ -28,6 +28,7 @@ import logging
 import secrets
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,7 +57,7 @@ from quotes_server.logs import RateLimitedLog, safe, truncate
 from quotes_server.metrics import Metrics
 from quotes_server.session import Session
 from quotes_server.settings import Settings
-from quotes_server.sources import QuoteSource, SourceState
+from quotes_server.sources import FollowsInterest, QuoteSource, SourceState
 
 __all__ = ["Runtime"]
 
@@ -93,6 +94,8 @@ class Runtime:
         self._ready: list[Subscription[Any]] = []
         self._flush_handle: asyncio.Handle | None = None
         self._newest: datetime | None = None
+        # the sharded source subscribes upstream only to what the hub's clients want
+        self._interest = source if isinstance(source, FollowsInterest) else None
 
     # --- the source's sink -------------------------------------------------------------------
 
@@ -246,6 +249,7 @@ class Runtime:
         (subscribe, unsubscribe and set actions) goes through.
         """
         conn.hub.change_filter(conn.sub, new)
+        self.interest_changed()
 
     def on_client_text(self, conn: Connection, text: str) -> None:
         """A client's text message: an action, answered with a control frame."""
@@ -294,6 +298,7 @@ class Runtime:
         self.connections[conn.sub] = conn
         self._per_host[conn.host] += 1
         self.metrics.connections.inc()
+        self.interest_changed()
 
     def remove(self, conn: Connection) -> None:
         if self.connections.pop(conn.sub, None) is not None:
@@ -306,6 +311,50 @@ class Runtime:
         conn.hub.unsubscribe(conn.sub)
         if conn.session is not None:
             conn.session.close()
+        self.interest_changed()
+
+    # --- upstream interest (the sharded source) ----------------------------------------------
+
+    def interest_changed(self) -> None:
+        """
+        Tell the source what the hub now wants; call after every subscription change.
+        """
+        if self._interest is not None:
+            hubs = (self.hub, self.stream_hub)
+            wants_all = any(hub.wants_all() for hub in hubs)
+            tickers: set[str] = set() if wants_all else set().union(*(h.tickers() for h in hubs))
+            self._interest.set_interest(wants_all, tickers)
+
+    def accepts(self, filter: TickerFilter) -> bool:
+        """True when a handshake with ``filter`` can be served (else 503)."""
+        if self._interest is not None:
+            return self._interest.accepts(filter)
+        return self.source.state.accepting
+
+    async def wait_upstream(self, filter: TickerFilter) -> None:
+        """
+        Wait (at most the Redis timeout) until the upstream part ``filter`` needs is
+        subscribed, so the client sees every quote published after its handshake.
+        """
+        interest = self._interest
+        if interest is not None and not await interest.wait_subscribed(
+            filter, self.settings.redis_timeout
+        ):
+            log.warning("shard subscription for %s not confirmed in time", filter)
+
+    def close_affected(self, affected: Callable[[TickerFilter], bool]) -> None:
+        """Close with 1011 the clients whose filter ``affected`` says lost its upstream."""
+        hit = [c for c in self.connections.values() if affected(c.sub.filter)]
+        if hit:
+            log.error(
+                "upstream shard(s) down past the %.1fs grace period: closing %d of %d "
+                "client(s) with 1011",
+                self.settings.grace_period,
+                len(hit),
+                len(self.connections),
+            )
+        for conn in hit:
+            conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
 
     def connections_from(self, host: str) -> int:
         """Open connections from one client address."""

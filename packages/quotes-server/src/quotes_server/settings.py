@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from quotes_core import DEFAULT_SHARDS, MAX_SHARDS
+
 __all__ = ["Settings"]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
@@ -39,7 +41,13 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """Redis to subscribe to; unset runs the built-in demo feed instead."""
     channel: str = Field("quotes.realtime", min_length=1)
-    """Redis Pub/Sub channel the upstream streamer publishes on."""
+    """Redis Pub/Sub channel the upstream streamer publishes on (the prefix of the shard
+    channels in the sharded mode)."""
+    upstream: Literal["single", "sharded"] = "single"
+    """``single``: SUBSCRIBE to ``channel`` (the contract). ``sharded``: SSUBSCRIBE to the
+    shard channels ``<channel>.{n}`` clients need, on a Redis Cluster or a single Redis 7."""
+    shards: int = Field(DEFAULT_SHARDS, ge=1, le=MAX_SHARDS)
+    """Shard channels of the sharded mode (must match the publisher's)."""
     grace_period: float = Field(5.0, ge=0)
     """Seconds Redis may stay unreachable before clients are closed with 1011."""
     redis_timeout: float = Field(3.0, gt=0)

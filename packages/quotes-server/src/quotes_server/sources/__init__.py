@@ -8,10 +8,13 @@ implement :class:`QuoteSource`.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["QuoteSource", "Sink", "SourceState"]
+from quotes_core import TickerFilter
+
+__all__ = ["FollowsInterest", "QuoteSource", "Sink", "SourceState"]
 
 
 class SourceState(StrEnum):
@@ -62,4 +65,26 @@ class QuoteSource(Protocol):
 
     async def run(self, sink: Sink) -> None:
         """Feed ``sink`` until cancelled; never returns on its own."""
+        ...
+
+
+@runtime_checkable
+class FollowsInterest(Protocol):
+    """
+    A source that subscribes upstream only to what clients want (the sharded one).
+
+    The runtime reports the hub's interest after every change, asks it whether a
+    handshake's filter can be served, and lets new connections wait until their
+    part of the upstream is subscribed.
+    """
+
+    def set_interest(self, wants_all: bool, tickers: Set[str]) -> None:
+        """Clients now want every ticker (``wants_all``) or those ``tickers``."""
+
+    def accepts(self, filter: TickerFilter) -> bool:
+        """True when a client with ``filter`` can be served now."""
+        ...
+
+    async def wait_subscribed(self, filter: TickerFilter, limit: float) -> bool:
+        """Wait until the upstream part ``filter`` needs is subscribed; False at the deadline."""
         ...

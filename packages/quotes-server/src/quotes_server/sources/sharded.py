@@ -1,0 +1,650 @@
+"""
+The sharded Redis source: ``SSUBSCRIBE`` to the shard channels clients need.
+
+The feed publishes each quote with ``SPUBLISH`` on the shard channel of its ticker
+(:class:`quotes_core.ShardMap`: ``quotes.realtime.{n}``, ``n = CRC-32(ticker) mod N``).
+On a Redis Cluster each channel lives on the master that owns its hash slot, so
+this source keeps **one pub/sub connection per owning master** (a :class:`_Link`)
+and subscribes there only to the shard channels some client wants: every shard
+while any client wants every ticker, otherwise the shards of the tickers asked
+for by name, following the hub as connections come and go. On a single Redis 7
+that is not a cluster (``CLUSTER SLOTS`` answers "cluster support disabled"), the
+one server owns every shard and there is one link.
+
+Topology. Owners come from ``CLUSTER SLOTS`` asked of the configured node or any
+node seen before. It is asked again whenever a link fails (node down, failover),
+a ``SSUBSCRIBE`` is answered with ``MOVED`` (whose target is used at once), or the
+server drops one of our shard subscriptions on its own (``sunsubscribe`` pushed
+when a slot migrates away); while any shard is unhealthy it is retried with backoff.
+
+Health, per shard. A shard is *healthy* while its owner is known and the link to
+it is up (connected and answering our PINGs within ``pong_timeout``; silence is
+never a failure). A shard that was healthy and is lost gets ``grace_period``
+seconds; past that it is *down*: the clients that want any of its tickers (and
+every-ticker clients) are closed with 1011, and handshakes that need it are
+answered with 503 until it is back. Other clients keep streaming. A shard that
+never came up is down from the start. The source's overall
+:class:`~quotes_server.sources.SourceState`: ``UP`` when every shard is healthy,
+``DOWN`` when none is reachable (past grace, or never up), else ``RECONNECTING``.
+
+Window. A quote published on a shard channel before our ``SSUBSCRIBE`` to it is
+confirmed is not seen. For a new connection the server waits for that
+confirmation (up to the Redis timeout) before it accepts the handshake, so a
+client sees everything published after its 101 response; a slot migration or a
+failover loses the quotes of the moved shard between the move and the
+re-subscription on the new owner.
+
+redis-py's own async ``ClusterPubSub`` is not used: it reconnects and
+re-subscribes silently inside ``get_message`` (no per-shard health to act on, no
+PING deadline) and needs a cluster. Plain ``redis.asyncio`` connections with
+retries off and explicit timeouts do the work, as in the single-channel source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Set
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.connection import SSLConnection, parse_url
+from redis.exceptions import MovedError, RedisError, ResponseError
+
+from quotes_core import Backoff, ShardMap, TickerFilter
+from quotes_server.sources import Sink, SourceState
+from quotes_server.sources.redis import SubscriptionLost
+
+__all__ = ["Address", "ShardedRedisSource"]
+
+log = logging.getLogger("quotes_server.redis")
+
+Address = tuple[str, int]
+"""A Redis node's ``(host, port)``."""
+
+_NOT_A_CLUSTER = "cluster support disabled"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Link:
+    """
+    One pub/sub connection to a master and the shard channels subscribed there.
+
+    ``wanted`` is set by the source; a writer task sends ``SSUBSCRIBE`` /
+    ``SUNSUBSCRIBE`` / ``PING`` (one channel per command, so an error reply belongs
+    to exactly one command) while the reader loop handles the replies in order.
+    """
+
+    def __init__(self, source: ShardedRedisSource, address: Address) -> None:
+        self.source = source
+        self.address = address
+        self.wanted: frozenset[str] = frozenset()
+        self.confirmed: set[str] = set()
+        self.up = False
+        self.was_up = False
+        self._requested: set[str] = set()
+        self._leaving: set[str] = set()
+        self._sent: deque[tuple[str, str]] = deque()
+        self._ping = False
+        self._kick = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<link {self.address[0]}:{self.address[1]} up={self.up} {sorted(self.confirmed)}>"
+
+    def set_wanted(self, channels: frozenset[str]) -> None:
+        if channels != self.wanted:
+            self.wanted = channels
+            self._kick.set()
+
+    async def run(self) -> None:
+        src = self.source
+        backoff = Backoff(initial=0.1, max_delay=min(5.0, max(0.1, src.grace_period)), jitter=0.5)
+        while True:
+            client = src.node_client(self.address)
+            pubsub = client.pubsub()
+            writer: asyncio.Task[None] | None = None
+            try:
+                await self._handshake(pubsub)
+                self.up = True
+                if self.was_up:
+                    src.reconnects += 1
+                self.was_up = True
+                backoff.reset()
+                src.link_changed(self, None)
+                self._kick.set()
+                writer = asyncio.get_running_loop().create_task(self._write(pubsub))
+                await self._read(pubsub, writer)
+            except (RedisError, OSError, TimeoutError, SubscriptionLost) as exc:
+                self._reset()
+                src.link_changed(self, exc)
+            finally:
+                self._reset()
+                if writer is not None:
+                    writer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await writer
+                await src.close_quietly(pubsub, client)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _reset(self) -> None:
+        self.up = False
+        self.confirmed.clear()
+        self._requested.clear()
+        self._leaving.clear()
+        self._sent.clear()
+        self._ping = False
+
+    async def _handshake(self, pubsub: PubSub) -> None:
+        """Connect and prove the node answers (a PING round trip within the timeout)."""
+        timeout = self.source.timeout
+        async with asyncio.timeout(timeout):
+            await pubsub.ping()
+            while True:
+                msg = await pubsub.get_message(timeout=timeout)
+                if msg is None:
+                    raise TimeoutError("no PONG from the node")
+                if msg["type"] == "pong":
+                    return
+
+    async def _write(self, pubsub: PubSub) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            # bookkeeping before each send: the reply may be read before the send returns
+            for channel in sorted(self.wanted - self.confirmed - self._requested):
+                self._requested.add(channel)
+                self._sent.append(("ssubscribe", channel))
+                await pubsub.ssubscribe(channel)
+            for channel in sorted(self.confirmed - self.wanted - self._leaving):
+                self._leaving.add(channel)
+                self._sent.append(("sunsubscribe", channel))
+                await pubsub.sunsubscribe(channel)
+            if self._ping:
+                self._ping = False
+                self._sent.append(("pong", ""))
+                await pubsub.ping()
+
+    def _pop(self, kind: str, channel: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._sent.remove((kind, channel))
+
+    async def _read(self, pubsub: PubSub, writer: asyncio.Task[None]) -> None:
+        src = self.source
+        last_seen = time.monotonic()
+        ping_sent: float | None = None
+        while True:
+            if writer.done():
+                exc = writer.exception()
+                raise exc if exc is not None else SubscriptionLost("writer stopped")
+            try:
+                msg: dict[str, Any] | None = await pubsub.get_message(timeout=src.read_timeout)
+            except ResponseError as exc:
+                self._on_error(exc)
+                last_seen, ping_sent = time.monotonic(), None
+                continue
+            now = time.monotonic()
+            if msg is not None:
+                last_seen, ping_sent = now, None
+                self._on_message(msg)
+            elif ping_sent is not None:
+                if now - ping_sent > src.pong_timeout:
+                    raise SubscriptionLost(f"no PONG within {src.pong_timeout}s")
+            elif now - last_seen >= src.ping_interval:
+                self._ping = True
+                self._kick.set()
+                ping_sent = now
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "smessage":
+            if _text(msg["channel"]) in self.confirmed:
+                self.source.deliver(msg["data"])
+            return
+        if kind == "pong":
+            self._pop("pong", "")
+            return
+        channel = _text(msg["channel"])
+        if kind == "ssubscribe":
+            self._pop("ssubscribe", channel)
+            self._requested.discard(channel)
+            self.confirmed.add(channel)
+            if channel not in self.wanted:
+                self._kick.set()  # no longer wanted while in flight: leave again
+            self.source.subscribed_changed()
+        elif kind == "sunsubscribe":
+            self.confirmed.discard(channel)
+            if channel in self._leaving:
+                self._pop("sunsubscribe", channel)
+                self._leaving.discard(channel)
+                self._kick.set()  # wanted again meanwhile: the writer re-subscribes
+            else:
+                # pushed by the server: the channel's slot is no longer served here
+                self._requested.discard(channel)
+                self.source.channel_moved(self, channel, None)
+
+    def _on_error(self, exc: ResponseError) -> None:
+        kind, channel = self._sent.popleft() if self._sent else ("", "")
+        if kind == "ssubscribe":
+            self._requested.discard(channel)
+            self.source.channel_moved(self, channel, exc)
+        elif kind == "sunsubscribe":
+            self._leaving.discard(channel)
+            self.confirmed.discard(channel)
+        else:
+            log.warning("redis %s:%s: unexpected error reply: %s", *self.address, exc)
+
+
+class ShardedRedisSource:
+    """
+    Subscribe with ``SSUBSCRIBE`` to the shard channels that connected clients need.
+
+    Args:
+        url: Redis URL of one node (any node of a cluster, or a single Redis 7).
+        prefix: channel prefix; shard ``n`` is ``<prefix>.{n}``.
+        shards: how many shard channels the feed publishes on.
+        grace_period: seconds a lost shard may stay lost before it counts as down.
+        timeout: connect and command timeout, in seconds.
+        ping_interval: seconds of silence on a link before we PING.
+        pong_timeout: seconds to wait for the PONG.
+        read_timeout: longest single wait in ``get_message``.
+    """
+
+    name = "redis-sharded"
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "quotes.realtime",
+        shards: int = 16,
+        *,
+        grace_period: float = 5.0,
+        timeout: float = 3.0,
+        ping_interval: float = 5.0,
+        pong_timeout: float = 3.0,
+        read_timeout: float = 1.0,
+    ) -> None:
+        self.map = ShardMap(prefix, shards)
+        self.grace_period = grace_period
+        self.timeout = timeout
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        self.read_timeout = read_timeout
+        options = parse_url(url)  # type: ignore[no-untyped-call]
+        if options.pop("connection_class", None) is SSLConnection:
+            options["ssl"] = True
+        self._seed: Address = (
+            str(options.pop("host", "127.0.0.1")),
+            int(options.pop("port", 6379)),
+        )
+        self._options: dict[str, Any] = options
+        self.reconnects = 0
+        """Links that came back after a failure."""
+        self.cluster: bool | None = None
+        """True on a Redis Cluster, False on a single Redis, None until known."""
+        self._known: list[Address] = [self._seed]
+        self._owners: dict[int, Address] = {}
+        self._links: dict[Address, _Link] = {}
+        self._wants_all = False
+        self._tickers: Set[str] = frozenset()
+        self._wanted: frozenset[int] = frozenset()
+        self._interest_handle: asyncio.Handle | None = None
+        self._lost_since: dict[int, float] = {}
+        self._down: set[int] = set(range(shards))
+        self._failed = False
+        self._ever_up = False
+        self._never_up: set[int] = set(range(shards))
+        self._state = SourceState.CONNECTING
+        self._sink: Sink | None = None
+        self._grace: asyncio.TimerHandle | None = None
+        self._refresh: asyncio.Event | None = None
+        self._changed: asyncio.Event | None = None
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    # --- what the server asks ------------------------------------------------------------------
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def down_shards(self) -> frozenset[int]:
+        """Shards down past the grace period (or never up)."""
+        return frozenset(self._down)
+
+    @property
+    def subscribed_shards(self) -> frozenset[int]:
+        """Shards whose channel is currently subscribed on its owner."""
+        return frozenset(s for s in range(self.map.shards) if self._confirmed(s))
+
+    def accepts(self, filter: TickerFilter) -> bool:
+        """True when a client with ``filter`` may connect: none of its shards is down."""
+        if not self._state.accepting:
+            return False
+        return not (self.map.shards_of(filter.tickers) & self._down)
+
+    def set_interest(self, wants_all: bool, tickers: Set[str]) -> None:
+        """
+        The hub's interest changed: subscribe to every shard if ``wants_all``, else to
+        the shards of ``tickers``. Applied once per event-loop turn (``tickers`` may be
+        a live view, read then).
+        """
+        self._wants_all = wants_all
+        self._tickers = tickers
+        if self._interest_handle is None:
+            self._interest_handle = asyncio.get_running_loop().call_soon(self._apply_interest)
+
+    async def wait_subscribed(self, filter: TickerFilter, limit: float) -> bool:
+        """
+        Wait until every shard ``filter`` needs is subscribed (at most ``limit`` s).
+
+        Returns False at the deadline; shards that are down are not waited for.
+        """
+        if self._interest_handle is not None:
+            self._interest_handle.cancel()
+            self._apply_interest()
+        needed = self.map.shards_of(filter.tickers)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while not all(self._confirmed(s) or s in self._down for s in needed):
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._changed is None:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return False
+        return True
+
+    # --- the loop ---------------------------------------------------------------------------------
+
+    async def run(self, sink: Sink) -> None:
+        self._sink = sink
+        self._refresh = asyncio.Event()
+        self._changed = asyncio.Event()
+        sink.on_state(self._state)
+        backoff = Backoff(initial=0.1, max_delay=min(5.0, max(0.1, self.grace_period)), jitter=0.5)
+        try:
+            while True:
+                self._refresh.clear()
+                try:
+                    owners = await self._resolve()
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning(
+                        "redis cluster topology unavailable (%s: %s)", type(exc).__name__, exc
+                    )
+                    self._failed = True
+                    self._recompute()
+                else:
+                    self._set_owners(owners)
+                    backoff.reset()
+                wait: float | None = None
+                if self._lost_since or self._down or not self._owners:
+                    wait = backoff.next_delay()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._refresh.wait(), wait)
+        finally:
+            if self._grace is not None:
+                self._grace.cancel()
+            links, self._links = list(self._links.values()), {}
+            await self._stop_links(links)
+
+    def node_client(self, address: Address) -> Redis:
+        return Redis(
+            host=address[0],
+            port=address[1],
+            socket_connect_timeout=self.timeout,
+            socket_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            **self._options,
+        )
+
+    async def close_quietly(self, pubsub: PubSub | None, client: Redis) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                if pubsub is not None:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await client.aclose()
+        except (RedisError, OSError, TimeoutError) as exc:  # closing a dead connection
+            log.debug("error while closing redis connection: %s", exc)
+
+    async def _resolve(self) -> dict[int, Address]:
+        """Ask ``CLUSTER SLOTS`` of the known nodes in turn; map each shard to its master."""
+        error: BaseException | None = None
+        for address in list(self._known):
+            client = self.node_client(address)
+            try:
+                reply = await client.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+            except ResponseError as exc:
+                if _NOT_A_CLUSTER in str(exc):
+                    if self.cluster is not False:
+                        log.info(
+                            "redis %s:%s is not a cluster: one node owns every shard", *address
+                        )
+                    self.cluster = False
+                    return dict.fromkeys(range(self.map.shards), address)
+                error = exc
+            except (RedisError, OSError, TimeoutError) as exc:
+                error = exc
+            else:
+                self.cluster = True
+                return self._owners_from(reply, address)
+            finally:
+                await self.close_quietly(None, client)
+        assert error is not None
+        raise error
+
+    def _owners_from(self, reply: list[Any], asked: Address) -> dict[int, Address]:
+        ranges: list[tuple[int, int, Address]] = []
+        known: list[Address] = [self._seed]
+        for entry in reply:
+            first, last, master, *replicas = entry
+            for node in (master, *replicas):
+                host = _text(node[0]) or asked[0]
+                addr = (host, int(node[1]))
+                if addr not in known:
+                    known.append(addr)
+            ranges.append((int(first), int(last), (_text(master[0]) or asked[0], int(master[1]))))
+        ranges.sort()
+        starts = [r[0] for r in ranges]
+        self._known = known
+        owners: dict[int, Address] = {}
+        for shard, slot in enumerate(self.map.slots):
+            i = bisect.bisect_right(starts, slot) - 1
+            if i >= 0 and ranges[i][0] <= slot <= ranges[i][1]:
+                owners[shard] = ranges[i][2]
+        return owners
+
+    def _set_owners(self, owners: dict[int, Address]) -> None:
+        if owners != self._owners:
+            moved = sorted(
+                s for s in range(self.map.shards) if owners.get(s) != self._owners.get(s)
+            )
+            if self._owners:
+                log.info("redis shard owners changed for shard(s) %s", moved)
+            self._owners = owners
+        loop = asyncio.get_running_loop()
+        for address in set(owners.values()) - set(self._links):
+            link = _Link(self, address)
+            link.task = loop.create_task(self._run_link(link), name=f"quotes-shard-link-{address}")
+            self._links[address] = link
+        stale = [self._links.pop(a) for a in set(self._links) - set(owners.values())]
+        if stale:
+            task = loop.create_task(self._stop_links(stale))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+        self._assign()
+        self._recompute()
+
+    async def _run_link(self, link: _Link) -> None:
+        try:
+            await link.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in one link must not stop the others
+            log.exception("shard link %s crashed", link.address)
+            link.up = False
+            self.link_changed(link, None)
+
+    async def _stop_links(self, links: list[_Link]) -> None:
+        for link in links:
+            if link.task is not None:
+                link.task.cancel()
+        for link in links:
+            if link.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await link.task
+
+    def _apply_interest(self) -> None:
+        self._interest_handle = None
+        if self._wants_all:
+            wanted = frozenset(range(self.map.shards))
+        else:
+            wanted = self.map.shards_of(self._tickers)
+        if wanted != self._wanted:
+            self._wanted = wanted
+            self._assign()
+
+    def _assign(self) -> None:
+        by_node: dict[Address, set[str]] = {a: set() for a in self._links}
+        for shard in self._wanted:
+            owner = self._owners.get(shard)
+            if owner in by_node:
+                by_node[owner].add(self.map.channels[shard])
+        for address, channels in by_node.items():
+            self._links[address].set_wanted(frozenset(channels))
+
+    def _confirmed(self, shard: int) -> bool:
+        owner = self._owners.get(shard)
+        link = self._links.get(owner) if owner is not None else None
+        return link is not None and self.map.channels[shard] in link.confirmed
+
+    # --- what the links report --------------------------------------------------------------------
+
+    def deliver(self, data: bytes) -> None:
+        if self._sink is not None:
+            self._sink.on_message(data)
+
+    def subscribed_changed(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def link_changed(self, link: _Link, exc: BaseException | None) -> None:
+        if link.up:
+            self._ever_up = True
+        if exc is not None:
+            detail = f"{type(exc).__name__}: {exc}"
+            if link.was_up:
+                log.warning("redis %s:%s lost (%s); reconnecting", *link.address, detail)
+            else:
+                log.warning("redis %s:%s unavailable (%s); retrying", *link.address, detail)
+                self._failed = True
+            if self._refresh is not None:
+                self._refresh.set()  # a failover may have promoted a replica
+        if self._links.get(link.address) is link:
+            self._recompute()
+        self.subscribed_changed()
+
+    def channel_moved(self, link: _Link, channel: str, exc: ResponseError | None) -> None:
+        shard = self.map.channels.index(channel)
+        if isinstance(exc, MovedError):
+            target = (exc.host or link.address[0], int(exc.port))
+            if target not in self._known:
+                self._known.append(target)
+            log.info("shard %d (%s) moved to %s:%s", shard, channel, *target)
+            self._set_owners({**self._owners, shard: target})
+        elif exc is not None:
+            log.warning("SSUBSCRIBE %s on %s:%s failed: %s", channel, *link.address, exc)
+        else:
+            log.info("shard %d (%s) left %s:%s (slot migrated)", shard, channel, *link.address)
+        if self._refresh is not None:
+            self._refresh.set()
+
+    # --- health -----------------------------------------------------------------------------------
+
+    def _healthy(self, shard: int) -> bool:
+        owner = self._owners.get(shard)
+        link = self._links.get(owner) if owner is not None else None
+        return link is not None and link.up
+
+    def _recompute(self) -> None:
+        now = time.monotonic()
+        for shard in range(self.map.shards):
+            if self._healthy(shard):
+                self._never_up.discard(shard)
+                self._lost_since.pop(shard, None)
+                self._down.discard(shard)
+            elif shard not in self._down:
+                self._lost_since.setdefault(shard, now)
+        self._schedule_grace(now)
+        self._update_state()
+
+    def _schedule_grace(self, now: float) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        if self._lost_since:
+            due = min(self._lost_since.values()) + self.grace_period - now
+            self._grace = asyncio.get_running_loop().call_later(max(0.0, due), self._grace_over)
+
+    def _grace_over(self) -> None:
+        self._grace = None
+        now = time.monotonic()
+        expired = {s for s, t in self._lost_since.items() if now - t >= self.grace_period}
+        for shard in expired:
+            del self._lost_since[shard]
+        if expired:
+            self._down |= expired
+            log.error(
+                "redis shard(s) %s down past the %.1fs grace period",
+                sorted(expired),
+                self.grace_period,
+            )
+            close = getattr(self._sink, "close_affected", None)
+            if callable(close) and len(self._down) < self.map.shards:
+                down = frozenset(self._down)
+                shards_of = self.map.shards_of
+
+                def affected(f: TickerFilter) -> bool:
+                    return bool(shards_of(f.tickers) & down)
+
+                close(affected)
+        self._schedule_grace(now)
+        self._update_state()
+
+    def _update_state(self) -> None:
+        shards = self.map.shards
+        if self._never_up and not self._failed:
+            state = SourceState.CONNECTING  # start-up: until every shard was up once
+        elif len(self._down) == shards:
+            failed = self._failed or self._ever_up
+            state = SourceState.DOWN if failed else SourceState.CONNECTING
+        elif self._down or self._lost_since:
+            state = SourceState.RECONNECTING
+        else:
+            state = SourceState.UP
+        if state is self._state:
+            return
+        log.log(
+            logging.INFO if state is SourceState.UP else logging.WARNING,
+            "redis sharded source %s -> %s (%d/%d shard(s) healthy)",
+            self._state.value,
+            state.value,
+            shards - len(self._down) - len(self._lost_since),
+            shards,
+        )
+        self._state = state
+        if self._sink is not None:
+            self._sink.on_state(state)

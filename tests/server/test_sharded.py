@@ -1,0 +1,145 @@
+"""The sharded upstream (SSUBSCRIBE to shard channels) on one plain, non-cluster redis-server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from quotes_core import ShardMap
+from tests.helpers.processes import ROOT, RedisServer, wait_until
+from tests.helpers.server import StartServer, quote_bytes
+from tests.helpers.ws import handshake_rejection, open_ws, recv_json, wait_closed
+
+pytestmark = pytest.mark.anyio
+
+SHARDS = ShardMap("quotes.realtime", 16)
+
+
+def spublish(redis: RedisServer, ticker: str, seq: int) -> int:
+    """SPUBLISH a quote on its ticker's shard channel; return the receiver count."""
+    reply = redis.command("SPUBLISH", SHARDS.channel(ticker), quote_bytes(ticker, seq))
+    assert reply.startswith(b":"), reply
+    return int(reply[1:].split(b"\r\n")[0])
+
+
+def shard_channels(redis: RedisServer) -> set[str]:
+    """The shard channels someone is subscribed to (PUBSUB SHARDCHANNELS)."""
+    reply = redis.command("PUBSUB", "SHARDCHANNELS").decode()
+    return {line for line in reply.split("\r\n") if line.startswith("quotes.")}
+
+
+async def test_sharded_mode_subscribes_only_to_the_shards_clients_need(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """Named tickers: their shards only; a wildcard client: all; none left: nothing."""
+    server = start_server(redis_server, upstream="sharded", shards=16)
+    assert json.loads(server.get("/ready")[1])["source"] == "redis-sharded"
+    assert shard_channels(redis_server) == set()
+    apple, msft = SHARDS.channel("AAPL"), SHARDS.channel("MSFT")
+    assert apple != msft
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL,msft") as ws:
+        # the handshake waited for the SSUBSCRIBE: a quote published right after it arrives
+        assert shard_channels(redis_server) == {apple, msft}
+        assert spublish(redis_server, "AAPL", 1) == 1
+        assert spublish(redis_server, "MSFT", 2) == 1
+        assert [(q["ticker"], q["volume"]) for q in [await recv_json(ws), await recv_json(ws)]] == [
+            ("AAPL", 1),
+            ("MSFT", 2),
+        ]
+        async with open_ws(f"{server.ws_url}/ws/quotes") as every:
+            assert shard_channels(redis_server) == set(SHARDS.channels)
+            spublish(redis_server, "ZZZ", 3)
+            assert (await recv_json(every))["ticker"] == "ZZZ"
+        wait_until(
+            lambda: shard_channels(redis_server) == {apple, msft},
+            timeout=10,
+            what="the wildcard's extra shards unsubscribed",
+        )
+        spublish(redis_server, "AAPL", 4)
+        assert (await recv_json(ws))["volume"] == 4
+    wait_until(lambda: shard_channels(redis_server) == set(), timeout=10, what="all unsubscribed")
+
+
+async def test_sharded_mode_ignores_the_contract_channel(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """In sharded mode a classic PUBLISH on quotes.realtime reaches nobody."""
+    server = start_server(redis_server, upstream="sharded")
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
+        assert redis_server.publish("quotes.realtime", quote_bytes("AAPL", 1)) == 0
+        spublish(redis_server, "AAPL", 2)
+        assert (await recv_json(ws))["volume"] == 2
+
+
+async def test_quotes_publish_sharded_reaches_sharded_servers(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """quotes-publish --upstream sharded SPUBLISHes each line on its ticker's shard channel."""
+    server = start_server(redis_server, upstream="sharded", shards=4)
+    lines = b"".join(quote_bytes(t, i) + b"\n" for i, t in enumerate(["AAPL", "MSFT", "AAPL"]))
+    lines += b"not json\n"
+    async with open_ws(f"{server.ws_url}/ws/quotes") as ws:
+        done = subprocess.run(  # noqa: ASYNC221 (a short CLI run; the server is another process)
+            [
+                *[sys.executable, "-m", "quotes_server.publish", "--redis-url", redis_server.url],
+                *["--upstream", "sharded", "--shards", "4", "--stdin"],
+            ],
+            input=lines,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=30,
+            check=True,
+        )
+        assert b"published 4 message(s) to 4 shard channel(s)" in done.stderr
+        got = sorted([(await recv_json(ws))["volume"] for _ in range(3)])
+        assert got == [0, 1, 2]
+    wait_until(
+        lambda: server.metric("quotes_upstream_invalid_total", 'reason="json"') == 1,
+        timeout=10,
+        what="the malformed line (shard 0) counted as invalid",
+    )
+
+
+async def test_single_redis_killed_closes_sharded_clients_then_recovers(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """One node owns every shard: killed past grace, everyone gets 1011 and handshakes 503."""
+    server = start_server(redis_server, upstream="sharded", grace_period=0.5)
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
+        spublish(redis_server, "AAPL", 1)
+        assert (await recv_json(ws))["volume"] == 1
+        redis_server.stop()
+        closed = await wait_closed(ws)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == 1011
+    status, _, body = await handshake_rejection(f"{server.ws_url}/ws/quotes?tickers=AAPL")
+    assert status == 503
+    assert "down" in body
+    assert json.loads(server.get("/ready")[1])["upstream"] == "down"
+    redis_server.start()
+    server.wait_ready(timeout=30)
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
+        spublish(redis_server, "AAPL", 7)
+        assert (await recv_json(ws))["volume"] == 7
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--upstream", "cluster"], "upstream"), (["--shards", "0"], "shards")],
+)
+def test_bad_sharding_settings_are_refused(args: list[str], message: str) -> None:
+    """A wrong --upstream or --shards stops the server with a clear message."""
+    done = subprocess.run(
+        [sys.executable, "-m", "quotes_server", "--redis-url", "redis://127.0.0.1:1/0", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "invalid settings" in done.stderr
+    assert message in done.stderr
