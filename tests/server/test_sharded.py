@@ -143,3 +143,32 @@ def test_bad_sharding_settings_are_refused(args: list[str], message: str) -> Non
     assert done.returncode != 0
     assert "invalid settings" in done.stderr
     assert message in done.stderr
+
+
+async def test_live_subscribe_and_seq_clients_move_the_shard_interest(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """A subscribe action subscribes the new ticker's shard; an opt-in (seq=1) client counts too."""
+    server = start_server(redis_server, upstream="sharded", shards=16)
+    apple, msft = SHARDS.channel("AAPL"), SHARDS.channel("MSFT")
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL&seq=1") as ws:
+        assert shard_channels(redis_server) == {apple}
+        await ws.send(json.dumps({"action": "subscribe", "tickers": ["MSFT"]}))
+        reply = await recv_json(ws)
+        assert reply == {"event": "subscribed", "tickers": ["AAPL", "MSFT"]}
+        wait_until(
+            lambda: shard_channels(redis_server) == {apple, msft},
+            timeout=10,
+            what="the new ticker's shard subscribed",
+        )
+        assert spublish(redis_server, "MSFT", 7) == 1
+        quote = await recv_json(ws)
+        assert (quote["ticker"], quote["volume"]) == ("MSFT", 7)
+        assert "seq" in quote
+        await ws.send(json.dumps({"action": "unsubscribe", "tickers": ["AAPL"]}))
+        assert (await recv_json(ws))["tickers"] == ["MSFT"]
+        wait_until(
+            lambda: shard_channels(redis_server) == {msft},
+            timeout=10,
+            what="the dropped ticker's shard unsubscribed",
+        )
