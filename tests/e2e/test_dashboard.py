@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_browser import CHROMIUM_ARGS, require_chromium
-from tests.helpers.processes import ROOT, RedisServer
+from tests.helpers.processes import ROOT, RedisServer, wait_until
 from tests.helpers.publishing import publishing
-from tests.helpers.server import StartServer
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 
@@ -85,6 +85,70 @@ def test_dashboard_shows_only_chosen_tickers_and_updates(start_server: StartServ
         stats = page.evaluate("window.dashboard.stats")  # type: ignore[attr-defined]
         assert stats["lastP99"] is not None
     assert "mode=latest" in server.log()  # a tab that falls behind gets no backlog
+
+
+def test_dashboard_snapshot_on_connect_and_live_set(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """Rows come from the snapshot (nothing published after the page opens); a new choice
+    of tickers is a live ``set`` on the same socket, whose snapshot fills the new rows."""
+    require_chromium()
+    server = start_server(redis_server)
+    published = [quote_bytes("AAPL", 1, close=190.25), quote_bytes("MSFT", 2, close=410.5)]
+    published += [quote_bytes("NVDA", 3, close=120.75), quote_bytes("IBM", 4, close=230.0)]
+    before = server.metric("quotes_upstream_messages_total")
+    redis_server.publish_many(CHANNEL, published)
+    wait_until(
+        lambda: server.metric("quotes_upstream_messages_total") >= before + len(published),
+        what="server read the published quotes",
+    )
+    with dashboard(f"{server.http_url}/dashboard?tickers=AAPL,MSFT") as page:
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "['AAPL','MSFT'].every(t => window.dashboard.rows.get(t)?.cells.last.textContent"
+            " && window.dashboard.rows.get(t).cells.last.textContent !== '')",
+            timeout=15_000,
+        )
+        assert rows(page) == {"AAPL": 190.25, "MSFT": 410.5}
+        page.fill("#tickers", "msft, nvda, ibm")  # type: ignore[attr-defined]
+        page.click("button[type=submit]")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "['MSFT','NVDA','IBM'].every(t => window.dashboard.rows.get(t)?.cells.last.textContent)"
+            " && !window.dashboard.rows.has('AAPL')",
+            timeout=15_000,
+        )
+        assert rows(page) == {"IBM": 230.0, "MSFT": 410.5, "NVDA": 120.75}
+        stats = page.evaluate("window.dashboard.stats")  # type: ignore[attr-defined]
+        assert stats["opens"] == 1  # the page did not reconnect ...
+        assert stats["liveSets"] == 1  # ... the server answered "subscribed" on the open socket
+        assert stats["setFallbacks"] == 0
+        assert "subscribed: IBM,MSFT,NVDA" in page.inner_text("#message")  # type: ignore[attr-defined]
+        assert server.metric("quotes_ws_handshakes_total", 'outcome="accepted"') == 1
+        assert server.metric("quotes_ws_connections") == 1
+    assert "snapshot=1" in server.log()
+
+
+def test_dashboard_falls_back_to_reconnecting_when_set_is_refused(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """An ``error`` reply to the live ``set`` (here: a bad symbol) makes the page reconnect
+    with the new ``?tickers=`` instead, and the control frame is never a row."""
+    require_chromium()
+    server = start_server(redis_server)
+    with dashboard(f"{server.http_url}/dashboard?tickers=AAPL") as page:
+        page.wait_for_function("window.dashboard.state() === 'open'", timeout=15_000)  # type: ignore[attr-defined]
+        page.fill("#tickers", "B@D")  # type: ignore[attr-defined]
+        page.click("button[type=submit]")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "window.dashboard.stats.setFallbacks === 1", timeout=15_000
+        )
+        # the reconnection with ?tickers=B@D is refused at the handshake (400)
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "document.getElementById('message').textContent.includes('handshake failed')",
+            timeout=15_000,
+        )
+        assert page.evaluate("window.dashboard.stats.liveSets") == 0  # type: ignore[attr-defined]
+        assert page.evaluate("window.dashboard.rows.size") == 0  # type: ignore[attr-defined]
+    assert server.metric("quotes_ws_handshakes_total", 'outcome="bad_request"') >= 1
 
 
 COUNT_FRAMES = """

@@ -52,6 +52,7 @@
   // ---- state ---------------------------------------------------------------------------
   const stats = {
     renders: 0, received: 0, applied: 0, rowsPainted: 0, opens: 0, closes: [],
+    liveSets: 0, setFallbacks: 0,  // "set" answered on the open socket / refused: reconnected
     ratePerSec: 0, lastP50: null, lastP99: null,
   };
   const rows = new Map();  // ticker -> row
@@ -63,7 +64,7 @@
   let retryAt = 0;
   let retryTimer = 0;
   let openedAt = 0;
-  let wantSet = null;      // {tickers, timer} while a live "set" waits for its reply
+  let wantSet = null;      // {sock, timer} while a live "set" waits for its reply
   let lastSecond = Math.floor(Date.now() / 1000);
   let countThisSecond = 0;
   let phase = "connecting";
@@ -125,7 +126,7 @@
       if (ws !== sock) return;
       ws = null;
       stats.closes.push(event.code);
-      if (wantSet) { clearTimeout(wantSet.timer); wantSet = null; }
+      dropSet();
       if (opened && Date.now() - openedAt >= HEALTHY_MS) attempt = 0;
       const delay = nextDelay();
       if (!opened) {
@@ -190,14 +191,31 @@
     pending.push(msg);
   }
 
+  // control frames ({"event": ...}) are never rows
   function control(msg) {
     if (msg.event === "subscribed" && wantSet) {
       clearTimeout(wantSet.timer);
       wantSet = null;
+      stats.liveSets += 1;
       say(`subscribed: ${Array.isArray(msg.tickers) ? msg.tickers.join(",") : msg.tickers}`);
     } else if (msg.event === "error") {
       say(`server: ${msg.message || msg.code}`, true);
+      // the live "set" was refused: reconnect with the new ?tickers= instead
+      if (wantSet) { const sock = wantSet.sock; dropSet(); reconnectNow(sock); }
     }
+  }
+
+  function dropSet() {
+    if (wantSet) { clearTimeout(wantSet.timer); wantSet = null; }
+  }
+
+  function reconnectNow(sock) {
+    if (ws !== sock) return;
+    stats.setFallbacks += 1;
+    ws = null;
+    sock.close(1000);
+    attempt = 0;
+    connect();
   }
 
   function applySelection(text) {
@@ -209,14 +227,18 @@
     const url = new URL(location.href);
     url.searchParams.set("tickers", tickerParam());
     history.replaceState(null, "", url);
+    dropSet();  // only the newest choice counts
     if (ws && ws.readyState === WebSocket.OPEN) {
+      // live re-subscription on the open socket (with snapshot=1 the server sends the
+      // new tickers' latest quotes right after its "subscribed" reply)
       const tickers = selected ? [...selected].sort() : ["*"];
       ws.send(JSON.stringify({ action: "set", tickers }));
       const sock = ws;
       wantSet = {
+        sock,
         timer: setTimeout(() => {  // a server without live re-subscription: reconnect
           wantSet = null;
-          if (ws === sock) { ws = null; sock.close(1000); attempt = 0; connect(); }
+          reconnectNow(sock);
         }, SET_TIMEOUT_MS),
       };
     } else {
