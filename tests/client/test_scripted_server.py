@@ -13,11 +13,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from quotes_client import Backoff, ConnectFailed, Disconnected, HandshakeRejected, QuotesClient
+from quotes_client import (
+    Backoff,
+    ConnectFailed,
+    ConnectionEvent,
+    Disconnected,
+    Gap,
+    HandshakeRejected,
+    QuotesClient,
+    Recovered,
+)
 from quotes_client.testing import ScriptedServer
-from quotes_core import Quote, TickerFilter, encode_quote
+from quotes_core import Quote, TickerFilter, encode_quote, recovered_event, with_position
 from quotes_core.testing import SMALL_UNIVERSE, filter_queries, quote_streams, quotes
-from tests.client.servers import RecordingSleep, events_of, take
+from tests.client.servers import RecordingSleep, events_of, make_quote, take
 from tests.helpers.rawws import raw_handshake
 from tests.helpers.server import StartServer
 from tests.helpers.ws import handshake_rejection, open_ws
@@ -231,14 +240,19 @@ REJECTED = [
     ("/ws?tickers=" + ",".join(f"T{i}" for i in range(1001)), None),
     ("/ws?tickers=" + "A," * 10001, None),
     ("/ws/quotes?mode=bogus", None),
+    ("/ws/quotes?since=nope", None),
+    ("/ws/quotes?snapshot=2", None),
+    ("/ws/quotes?seq=1&seq=1", None),
+    ("/ws/quotes?max_hz=0", None),
     ("/ws/quotes", "https://evil.example"),
     ("/ws/quotes", "null"),
 ]
 
 
 async def test_handshake_rejections_match_quotes_server(start_server: StartServer) -> None:
-    """For bad tickers, repeated tickers, a bad mode and a foreign Origin, status and body
-    are exactly quotes-server's; an allowed Origin and messy-but-valid tickers are accepted."""
+    """For bad tickers, repeated tickers, a bad mode or stream option and a foreign Origin,
+    status and body are exactly quotes-server's; an allowed Origin and messy-but-valid
+    tickers are accepted."""
     real = start_server(None, cors_origins="https://app.example")
     async with ScriptedServer(cors_origins=["https://app.example"]) as scripted:
         for path, origin in REJECTED:
@@ -277,3 +291,104 @@ async def test_rejected_handshake_with_any_status_is_fatal_for_the_client() -> N
     assert info.value.status == 401
     assert sleep.delays == []
     assert [(h.status, h.reason) for h in server.handshakes] == [(401, "missing token")]
+
+
+# -- the stream protocol's opt-in shapes ----------------------------------------------
+
+
+def positioned(quote: Quote, seq: int, epoch: str = "e1") -> str:
+    """The ``seq=1`` frame of ``quote`` at ``seq``."""
+    return with_position(encode_quote(quote), seq, epoch)
+
+
+async def test_stream_shapes_on_the_wire_plain_stays_plain() -> None:
+    """snapshot=1&seq=1 gets the latest quote per ticker then live, with seq/epoch;
+    batch=1 gets arrays; a plain connection on the same server gets the contract's bytes."""
+    a1, m2, a3 = (make_quote("AAPL", 1), make_quote("MSFT", 2), make_quote("AAPL", 3))
+    a4 = make_quote("AAPL", 4)
+    async with ScriptedServer(epoch="e1") as server:
+        server.publish(a1, m2, a3)
+        async with (
+            open_ws(server.url + "?snapshot=1&seq=1") as seqd,
+            open_ws(server.url + "?snapshot=1&batch=1&tickers=AAPL,MSFT") as batched,
+            open_ws(server.url + "?tickers=AAPL") as plain,
+        ):
+            await server.wait_connections(3)
+            assert [await seqd.recv() for _ in range(2)] == [positioned(m2, 2), positioned(a3, 3)]
+            assert await batched.recv() == f"[{encode_quote(m2)},{encode_quote(a3)}]"
+            server.publish(a4)
+            assert await seqd.recv() == positioned(a4, 4)
+            assert await batched.recv() == f"[{encode_quote(a4)}]"
+            assert await plain.recv() == encode_quote(a4)  # no snapshot, no fields added
+    assert server.seq == 4
+
+
+async def test_since_replays_the_missed_matching_quotes_or_says_it_cannot() -> None:
+    """since=<epoch>:<seq> inside the window: recovered true, then exactly the matching
+    quotes after seq; an unknown epoch or a seq ahead: recovered false (+ snapshot if asked)."""
+    q = [make_quote("AAPL" if n % 2 else "MSFT", n) for n in range(1, 6)]
+    async with ScriptedServer(epoch="e1") as server:
+        server.publish(*q)
+        async with open_ws(server.url + "?since=e1:2&tickers=AAPL") as ws:
+            assert await ws.recv() == recovered_event(True, "e1", 5)
+            assert [await ws.recv() for _ in range(2)] == [positioned(q[2], 3), positioned(q[4], 5)]
+        async with open_ws(server.url + "?since=e1:9&snapshot=1&tickers=MSFT") as ws:
+            assert await ws.recv() == recovered_event(False, "e1", 5)
+            assert await ws.recv() == positioned(q[3], 4)  # MSFT's latest
+        assert server.new_epoch("e2") == "e2"
+        async with open_ws(server.url + "?since=e1:5") as ws:
+            assert await ws.recv() == recovered_event(False, "e2", 5)
+            server.publish(q[0])
+            assert await ws.recv() == positioned(q[0], 6, "e2")
+        with pytest.raises(ValueError, match="invalid epoch"):
+            server.new_epoch("has:colon")
+
+
+async def test_client_resumes_with_exactly_the_missed_quotes() -> None:
+    """A real QuotesClient with resume=True: quotes that were pending when TCP dropped
+    come back as the replay after recovered: true, nothing twice, nothing lost."""
+    seen: list[ConnectionEvent] = []
+    async with ScriptedServer(epoch="e1") as server:
+        client = QuotesClient(server.url, resume=True, sleep=RecordingSleep(), on_event=seen.append)
+        async with client:
+            (conn,) = await server.wait_connections(1)
+            server.publish(*(make_quote("AAPL", n) for n in (1, 2, 3)))
+            first = await take(client, 3)
+            conn.stall()  # 4..6 stay pending on this connection, then it drops
+            server.publish(*(make_quote("AAPL", n) for n in (4, 5, 6)))
+            server.abort_all()
+            await server.wait_closed(1)
+            await server.wait_connections(1)  # the resumed one: 7 goes out live
+            server.publish(make_quote("AAPL", 7))
+            rest = await take(client, 4)
+            stats = client.stats
+            assert client.position == ("e1", 7)
+    assert [q.volume for q in first + rest] == [1, 2, 3, 4, 5, 6, 7]
+    assert server.connections[1].options.since is not None
+    assert str(server.connections[1].options.since) == "e1:3"
+    assert events_of(Recovered, seen) == [Recovered(True, "e1", 6)]
+    assert (stats.recovered, stats.unrecovered, stats.gaps, stats.missed) == (1, 0, 0, 0)
+
+
+async def test_new_epoch_gives_the_client_recovered_false_and_the_snapshot() -> None:
+    """new_epoch() (an outage or restart): the resuming client gets recovered: false,
+    one Gap, then the latest quote of every ticker, then live quotes."""
+    seen: list[ConnectionEvent] = []
+    async with ScriptedServer(epoch="e1") as server:
+        client = QuotesClient(server.url, resume=True, sleep=RecordingSleep(), on_event=seen.append)
+        async with client:
+            (conn,) = await server.wait_connections(1)
+            server.publish(make_quote("AAPL", 1), make_quote("MSFT", 2))
+            first = await take(client, 2)
+            conn.stall()
+            server.new_epoch("e2")
+            server.publish(make_quote("AAPL", 3), make_quote("MSFT", 4), make_quote("AAPL", 5))
+            await server.close_all(1012, "Service restart", flush=False)
+            await server.wait_connections(1)
+            server.publish(make_quote("MSFT", 6))
+            rest = await take(client, 3)
+            stats = client.stats
+    assert [q.volume for q in first + rest] == [1, 2, 4, 5, 6]
+    assert events_of(Recovered, seen) == [Recovered(False, "e2", 5)]
+    assert events_of(Gap, seen) == [Gap("unrecovered", None, "e2", 5)]
+    assert (stats.recovered, stats.unrecovered) == (0, 1)

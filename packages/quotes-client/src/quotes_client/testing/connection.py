@@ -6,24 +6,41 @@ The writer works like ``quotes-server``'s: the hub says the subscription went fr
 empty to non-empty, the writer wakes and sends everything pending, oldest first,
 one text frame per quote. While the connection is stalled the writer sends
 nothing, so quotes pile up in the hub, FIFO up to the bound, then conflated.
+
+A connection that opted into the stream protocol (``seq=1``, ``since=``,
+``snapshot=1``, ``batch=1``) subscribes to the server's sequenced hub instead: its
+quotes are :class:`~quotes_core.StreamItem` s, and what the handshake queued first
+(the ``recovered`` control frame, the snapshot or the replay) goes out before them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
-from quotes_core import Mode, Subscription, TickerFilter
+from quotes_core import (
+    Hub,
+    Mode,
+    StreamItem,
+    StreamOptions,
+    Subscription,
+    TickerFilter,
+    with_position,
+)
 
 if TYPE_CHECKING:
     from quotes_client.testing.server import ScriptedServer
 
 __all__ = ["ScriptedConnection"]
+
+Element = str | StreamItem[str]
+"""What a connection writes: a quote's canonical JSON (plain hub), a sequenced quote
+(stream hub) or, queued by the handshake, a control frame's JSON text."""
 
 
 class ScriptedConnection:
@@ -36,6 +53,7 @@ class ScriptedConnection:
         query: the handshake's query parameters.
         headers: the handshake's request headers.
         subscription: its hub subscription (filter, mode, counters).
+        options: the stream protocol options it asked for (all off: the contract).
         received: every message the client sent, in order.
         sent: quote and raw frames written so far.
     """
@@ -43,14 +61,18 @@ class ScriptedConnection:
     def __init__(
         self,
         server: ScriptedServer,
-        subscription: Subscription[str],
+        hub: Hub[Any],
+        subscription: Subscription[Any],
         path: str,
         query: dict[str, list[str]],
         headers: Headers,
         index: int,
+        options: StreamOptions | None = None,
     ) -> None:
         self.server = server
+        self.hub = hub
         self.subscription = subscription
+        self.options = options if options is not None else StreamOptions()
         self.path = path
         self.query = query
         self.headers = headers
@@ -65,6 +87,7 @@ class ScriptedConnection:
         self._idle.set()
         self._done = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._out: list[Element] = []
 
     @property
     def filter(self) -> TickerFilter:
@@ -104,7 +127,7 @@ class ScriptedConnection:
         if self.stalled:
             raise RuntimeError("a stalled connection never drains: resume() it first")
         async with asyncio.timeout(timeout):
-            while self.open and (self.subscription.pending or not self._idle.is_set()):
+            while self.open and (self._has_pending() or not self._idle.is_set()):
                 if self.stalled:
                     raise RuntimeError("the connection was stalled while draining")
                 self._wake.set()
@@ -165,27 +188,58 @@ class ScriptedConnection:
     def _attach(self, ws: ServerConnection) -> None:
         self._ws = ws
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
-        if self.subscription.pending:
+        if self._has_pending():
             self._wake.set()
 
-    def _frames(self, batch: list[str]) -> list[str]:
-        # The one place where a connection's outgoing quote frames get their shape:
-        # the contract's default is one canonical quote per text frame, unchanged.
-        # Opt-in stream shapes (seq/epoch fields, snapshot, resume control frames)
-        # belong here, chosen from self.query.
-        return batch
+    def _queue(self, elements: list[Element]) -> None:
+        # the handshake's control frame, snapshot or replay: before any live quote
+        self._out.extend(elements)
+
+    def _has_pending(self) -> bool:
+        return bool(self._out) or self.subscription.pending > 0
+
+    def _take(self) -> list[Element]:
+        out, self._out = self._out, []
+        if self.subscription.pending:
+            out.extend(self.hub.drain(self.subscription))
+        return out
+
+    def _frames(self, elements: list[Element]) -> list[str]:
+        # The one place where a connection's outgoing frames get their shape: the
+        # contract's default is one canonical quote per text frame, unchanged. With
+        # the stream protocol, quotes are StreamItems: seq=1 appends seq/epoch,
+        # batch=1 joins the quotes of one flush into a JSON array; control frames
+        # (str) are never inside an array.
+        if self.options.plain:
+            return [e for e in elements if isinstance(e, str)]
+        seq, batch = self.options.seq, self.options.batch
+        frames: list[str] = []
+        group: list[str] = []
+        for e in elements:
+            if isinstance(e, str):
+                if group:
+                    frames.append("[" + ",".join(group) + "]")
+                    group = []
+                frames.append(e)
+                continue
+            text = with_position(e.payload, e.seq, e.epoch) if seq else e.payload
+            if batch:
+                group.append(text)
+            else:
+                frames.append(text)
+        if group:
+            frames.append("[" + ",".join(group) + "]")
+        return frames
 
     async def _write_loop(self, ws: ServerConnection) -> None:
-        hub = self.server.hub
-        sub = self.subscription
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 self._idle.clear()
                 try:
-                    while sub.pending and not self.stalled:
-                        for frame in self._frames(hub.drain(sub)):
+                    while self._has_pending() and not self.stalled:
+                        for frame in self._frames(self._take()):
                             await ws.send(frame)
                             self.sent += 1
                 finally:
@@ -203,7 +257,7 @@ class ScriptedConnection:
         if self._writer is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-        self.server.hub.unsubscribe(self.subscription)
+        self.hub.unsubscribe(self.subscription)
         self._done.set()
         self._idle.set()
 

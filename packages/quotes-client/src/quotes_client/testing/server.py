@@ -10,6 +10,16 @@ text frames, byte for byte: no compression). There is no Redis: the test
 publishes quotes itself, and can close, drop, refuse, stall or corrupt
 connections in between.
 
+It also speaks the stream protocol's opt-in shapes, from the same core pieces as
+``quotes-server``: the options are parsed by :func:`quotes_core.parse_stream_options`;
+every published quote gets the next ``seq`` of the current ``epoch`` and is recorded
+in a :class:`quotes_core.History` and a :class:`quotes_core.Snapshot`; ``seq=1``
+frames come from :func:`quotes_core.with_position`, ``since=`` answers with
+:func:`quotes_core.recovered_event` and the replay (or the snapshot), ``batch=1``
+sends JSON arrays. :meth:`ScriptedServer.new_epoch` simulates an outage or restart.
+Not scripted: ``max_hz`` (parsed, then ignored) and client actions (recorded in
+``received``, never answered).
+
 Everything is observable and awaitable (``wait_connections``, ``drain``...), so
 tests need no sleeps.
 """
@@ -17,10 +27,13 @@ tests need no sleeps.
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import websockets.http11
@@ -30,8 +43,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from quotes_client.testing.connection import ScriptedConnection
-from quotes_core import DEFAULT_BOUND, ClientError, Hub, Quote, encode_quote
-from quotes_core.query import parse_mode_param, parse_tickers_param
+from quotes_core import (
+    DEFAULT_BOUND,
+    DEFAULT_HISTORY_AGE,
+    DEFAULT_HISTORY_SIZE,
+    ClientError,
+    History,
+    Hub,
+    Quote,
+    Snapshot,
+    StreamItem,
+    encode_quote,
+    parse_stream_options,
+    recovered_event,
+)
+from quotes_core.query import EPOCH_PATTERN, parse_mode_param, parse_tickers_param
 
 __all__ = ["WS_PATHS", "Handshake", "ScriptedServer"]
 
@@ -79,6 +105,9 @@ class ScriptedServer:
             allows all; requests without ``Origin`` are always allowed.
         retry_after: ``Retry-After`` seconds sent with refused (503) handshakes.
         bound: quotes buffered losslessly per connection before conflation.
+        epoch: the first stream epoch (default: a random one, as ``quotes-server``).
+        history_size: quotes the resume window holds at most.
+        history_age: seconds a quote stays in the resume window.
     """
 
     def __init__(
@@ -89,13 +118,26 @@ class ScriptedServer:
         cors_origins: Iterable[str] = ("*",),
         retry_after: int = 5,
         bound: int = DEFAULT_BOUND,
+        epoch: str | None = None,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        history_age: float = DEFAULT_HISTORY_AGE,
     ) -> None:
         self.host = host
         self.port = port
         self.cors_origins = [o.rstrip("/") for o in cors_origins]
         self.retry_after = retry_after
         self.hub: Hub[str] = Hub(bound=bound)
-        """The fan-out hub every connection subscribes to."""
+        """The fan-out hub of plain connections (canonical JSON payloads)."""
+        self.stream_hub: Hub[StreamItem[str]] = Hub(bound=bound)
+        """The fan-out hub of connections that opted into the stream protocol."""
+        self.history: History[str] = History(history_size, history_age)
+        """The resume window (``since=``), cleared by :meth:`new_epoch`."""
+        self.snapshot: Snapshot[str] = Snapshot()
+        """The latest quote of every ticker (``snapshot=1``)."""
+        self.seq = 0
+        """The newest position published (0 before any; not reset by :meth:`new_epoch`)."""
+        self.epoch = _checked_epoch(epoch)
+        """The current stream epoch."""
         self.handshakes: list[Handshake] = []
         """Every handshake answered, in order."""
         self.connections: list[ScriptedConnection] = []
@@ -163,14 +205,41 @@ class ScriptedServer:
         Publish quotes, as if upstream had: each reaches every open connection whose
         filter matches it, in order. Returns how many deliveries were queued.
         """
-        before = self.hub.fanned_out
+        before = self.hub.fanned_out + self.stream_hub.fanned_out
         for quote in quotes:
             self.published.append(quote)
-            for sub in self.hub.publish(quote, encode_quote(quote)):
+            payload = encode_quote(quote)
+            self.seq += 1
+            item = StreamItem(self.seq, self.epoch, quote.ticker, payload, time.monotonic())
+            self.history.append(item)
+            self.snapshot.update(item)
+            woken: list[Any] = self.hub.publish(quote, payload)
+            if len(self.stream_hub):
+                woken += self.stream_hub.publish(quote, item)
+            for sub in woken:
                 for conn in self.open_connections:
                     if conn.subscription is sub:
                         conn._wake.set()
-        return self.hub.fanned_out - before
+        return self.hub.fanned_out + self.stream_hub.fanned_out - before
+
+    def new_epoch(self, epoch: str | None = None) -> str:
+        """
+        Start a new stream epoch, as ``quotes-server`` does after an upstream outage
+        (or a restart): nothing before it can be resumed, so a ``since=`` of the old
+        epoch gets ``recovered: false`` (and the snapshot, if asked). Open
+        connections stay open: drop them too with :meth:`abort_all` or
+        :meth:`close_all` (``1012``) to script a restart. Returns the new epoch.
+
+        Args:
+            epoch: the new epoch (default: a random one).
+
+        Raises:
+            ValueError: ``epoch`` is not 1-64 characters ``A-Z a-z 0-9 _ -``.
+        """
+        self.epoch = _checked_epoch(epoch)
+        self.history.clear()
+        self._notify()
+        return self.epoch
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every open, non-stalled connection has written all it has pending."""
@@ -286,12 +355,28 @@ class ScriptedServer:
             return response
         ticker_filter = parse_tickers_param(query.get("tickers", []))
         mode = parse_mode_param(_last(query.get("mode")))
+        options = parse_stream_options(query)
         # subscribe before the 101 goes out: whatever is published once the client
-        # has seen it reaches the client (as in quotes-server)
-        sub = self.hub.subscribe(ticker_filter, mode=mode)
-        self._pending[ws] = ScriptedConnection(
-            self, sub, parts.path, query, request.headers, len(self.connections)
+        # has seen it reaches the client (as in quotes-server); the snapshot and the
+        # replay are taken in this same synchronous step: every quote exactly once
+        hub: Hub[Any] = self.hub if options.plain else self.stream_hub
+        sub = hub.subscribe(ticker_filter, mode=mode)
+        conn = ScriptedConnection(
+            self, hub, sub, parts.path, query, request.headers, len(self.connections), options
         )
+        since = options.since
+        if since is not None:
+            replay = None
+            if since.epoch == self.epoch:
+                replay = self.history.since(since.seq, self.seq, ticker_filter, time.monotonic())
+            conn._queue([recovered_event(replay is not None, self.epoch, self.seq)])
+            if replay is not None:
+                conn._queue(list(replay))
+            elif options.snapshot:
+                conn._queue(list(self.snapshot.select(ticker_filter)))
+        elif options.snapshot:
+            conn._queue(list(self.snapshot.select(ticker_filter)))
+        self._pending[ws] = conn
         return None
 
     def _check(
@@ -305,6 +390,7 @@ class ScriptedServer:
         try:
             parse_tickers_param(query.get("tickers", []))
             parse_mode_param(_last(query.get("mode")))
+            parse_stream_options(query)
         except ClientError as exc:
             return 400, str(exc), {}
         if self._rejections:
@@ -317,7 +403,7 @@ class ScriptedServer:
         conn = self._pending.get(ws)
         if conn is not None and response.status_code != 101:
             del self._pending[ws]
-            self.hub.unsubscribe(conn.subscription)
+            conn.hub.unsubscribe(conn.subscription)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -335,6 +421,14 @@ class ScriptedServer:
         finally:
             await conn._ended()
             self._notify()
+
+
+def _checked_epoch(epoch: str | None) -> str:
+    if epoch is None:
+        return secrets.token_hex(6)  # as quotes-server: two starts never share one
+    if not re.fullmatch(EPOCH_PATTERN, epoch):
+        raise ValueError(f"invalid epoch {epoch!r}: expected {EPOCH_PATTERN}")
+    return epoch
 
 
 def _last(values: Sequence[str] | None) -> str | None:
