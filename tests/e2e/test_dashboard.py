@@ -82,8 +82,12 @@ def test_dashboard_shows_only_chosen_tickers_and_updates(start_server: StartServ
             "['NVDA','TSLA'].every(t => window.dashboard.rows.has(t))", timeout=15_000
         )
         assert set(rows(page)) <= {"NVDA", "TSLA"}
+        # the latency percentiles are computed once a second: poll for the first
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "window.dashboard.stats.lastP99 !== null", timeout=15_000
+        )
         stats = page.evaluate("window.dashboard.stats")  # type: ignore[attr-defined]
-        assert stats["lastP99"] is not None
+        assert stats["lastP99"] >= 0
     assert "mode=latest" in server.log()  # a tab that falls behind gets no backlog
 
 
