@@ -14,7 +14,11 @@ pytestmark = pytest.mark.anyio
 async def test_forwarded_frames_and_socket_writes(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:
-    """Every delivered frame is counted once; writes are at least one and at most one per frame."""
+    """
+    Every delivered frame is counted once; writes are at least one and at most one
+    per frame; write rounds are at least one and never more than the writes (each
+    round writes to at least one client).
+    """
     server = start_server(redis_server)
     messages = [quote_bytes("AAPL", i) for i in range(500)]
     async with open_ws(f"{server.ws_url}/ws/quotes") as a, open_ws(f"{server.ws_url}/ws") as b:
@@ -25,3 +29,5 @@ async def test_forwarded_frames_and_socket_writes(
     wait_until(lambda: server.metric("quotes_forwarded_total") == 1000, what="1000 forwarded")
     writes = server.metric("quotes_socket_writes_total")
     assert 2 <= writes <= 1000
+    flushes = server.metric("quotes_flushes_total")
+    assert 1 <= flushes <= writes

@@ -14,11 +14,17 @@ from tests.helpers.ws import open_ws, recv_json
 pytestmark = pytest.mark.anyio
 
 
+@pytest.mark.parametrize("flush_window", [None, "0", "0.1"])
 async def test_a_burst_many_turns_long_arrives_whole_and_in_order(
-    redis_server: RedisServer, start_server: StartServer
+    redis_server: RedisServer, start_server: StartServer, flush_window: str | None
 ) -> None:
-    """5,000 pipelined quotes (about 20 reader turns) reach a reading client, all, in order."""
-    server = start_server(redis_server)
+    """
+    5,000 pipelined quotes (about 20 reader turns) reach a reading client, all, in
+    order: with the default write pacing, with none, and with a long hold (each held
+    write round is released by the quote budget, well under the client's buffer).
+    """
+    options = {} if flush_window is None else {"flush_window": flush_window}
+    server = start_server(redis_server, **options)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL,MSFT") as ws:
         burst = [quote_bytes("AAPL" if i % 2 else "MSFT", i) for i in range(5_000)]
         redis_server.publish_many(CHANNEL, burst)

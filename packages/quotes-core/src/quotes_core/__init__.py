@@ -8,7 +8,7 @@ state (history window :mod:`quotes_core.history`, snapshot map
 :mod:`quotes_core.snapshot`, per-ticker rate :mod:`quotes_core.throttle`, client
 actions and control frames :mod:`quotes_core.actions`), the sharded
 upstream's ticker-to-channel mapping (:mod:`quotes_core.sharding`), reconnect backoff
-(:mod:`quotes_core.backoff`) and typed errors
+(:mod:`quotes_core.backoff`), write-round pacing (:mod:`quotes_core.pacing`) and typed errors
 (:mod:`quotes_core.errors`). Standard library and pydantic only: no network, no
 event loop.
 """
@@ -38,6 +38,7 @@ from quotes_core.errors import (
 )
 from quotes_core.history import DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_SIZE, History, StreamItem
 from quotes_core.hub import DEFAULT_BOUND, Hub, Mode, Subscription
+from quotes_core.pacing import DEFAULT_FLUSH_BUDGET, DEFAULT_FLUSH_WINDOW, FlushPacer
 from quotes_core.query import (
     Position,
     StreamOptions,
@@ -79,6 +80,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CLUSTER_SLOTS",
     "DEFAULT_BOUND",
+    "DEFAULT_FLUSH_BUDGET",
+    "DEFAULT_FLUSH_WINDOW",
     "DEFAULT_HISTORY_AGE",
     "DEFAULT_HISTORY_SIZE",
     "DEFAULT_SHARDS",
@@ -93,6 +96,7 @@ __all__ = [
     "ActionKind",
     "Backoff",
     "ClientError",
+    "FlushPacer",
     "History",
     "Hub",
     "InvalidQuote",

@@ -58,6 +58,10 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_BUFFER_SIZE",
         "quotes buffered per client before conflation (default 1000)",
     ),
+    "flush_window": (
+        "QUOTES_FLUSH_WINDOW",
+        "seconds a busy server may hold frames to batch socket writes, 0 for none (default 0.005)",
+    ),
     "history_size": (
         "QUOTES_HISTORY_SIZE",
         "quotes kept for clients resuming with since= (default 100000)",

@@ -50,6 +50,7 @@ class HotCounters:
     forwarded: int = 0
     writes: int = 0
     conflated: int = 0
+    flushes: int = 0
 
 
 class _HotCollector(Collector):
@@ -69,6 +70,11 @@ class _HotCollector(Collector):
             "quotes_socket_writes",
             "Socket writes that carried those frames (frames per write = forwarded / writes).",
             value=self.hot.writes,
+        )
+        yield CounterMetricFamily(
+            "quotes_flushes",
+            "Write rounds: passes over the clients with new frames (one write each).",
+            value=self.hot.flushes,
         )
         yield CounterMetricFamily(
             "quotes_conflated",

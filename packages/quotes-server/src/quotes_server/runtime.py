@@ -34,6 +34,7 @@ from typing import Any
 
 from quotes_core import (
     ActionError,
+    FlushPacer,
     History,
     Hub,
     InvalidQuote,
@@ -92,7 +93,8 @@ class Runtime:
         self.client_log = RateLimitedLog(logging.getLogger("quotes_server.connection"))
         self._reconnects_seen = 0
         self._ready: list[Subscription[Any]] = []
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._pacer = FlushPacer(settings.flush_window)
         self._newest: datetime | None = None
         # the sharded source subscribes upstream only to what the hub's clients want
         self._interest = source if isinstance(source, FollowsInterest) else None
@@ -127,12 +129,24 @@ class Runtime:
             woken_stream = self.stream_hub.publish(quote, item)
             if woken_stream:
                 self._ready += woken_stream
-        if self._ready and self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        if self._ready:
+            if self._flush_handle is None:
+                loop = asyncio.get_running_loop()
+                delay = self._pacer.delay(time.monotonic())
+                if delay > 0.0:  # busy: let more frames share each client's next write
+                    self._flush_handle = loop.call_later(delay, self._flush)
+                else:
+                    self._flush_handle = loop.call_soon(self._flush)
+            elif self._pacer.arrived():  # a held round has waited for enough quotes
+                self._flush_handle.cancel()
+                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Let every connection with new frames write them (once per loop turn)."""
+        """Let every connection with new frames write them (one write each)."""
+        start = time.monotonic()
         self._flush_handle = None
+        self._pacer.started()
+        self.metrics.hot.flushes += 1
         ready, self._ready = self._ready, []
         connections = self.connections
         for sub in ready:
@@ -146,6 +160,7 @@ class Runtime:
                 conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
         if self._newest is not None:
             self.metrics.latency.observe(max(0.0, time.time() - self._newest.timestamp()))
+        self._pacer.finished(start, time.monotonic())
 
     def on_state(self, state: SourceState) -> None:
         """Track the source's state; past the grace period close everyone with 1011."""

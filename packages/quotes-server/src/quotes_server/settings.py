@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from quotes_core import DEFAULT_SHARDS, MAX_SHARDS
+from quotes_core import DEFAULT_FLUSH_WINDOW, DEFAULT_SHARDS, MAX_SHARDS
 
 __all__ = ["Settings"]
 
@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     """Quotes buffered losslessly per client before conflation starts."""
     slow_client_timeout: float = Field(30.0, gt=0)
     """Seconds a client with pending quotes may make no progress before it is closed (1013)."""
+    flush_window: float = Field(DEFAULT_FLUSH_WINDOW, ge=0, le=0.1)
+    """Longest a busy server may hold new frames to write more of them per socket write
+    (seconds; 0 writes after every event-loop turn). An idle server never waits."""
     history_size: int = Field(100_000, ge=1)
     """Quotes the resume window holds (``since=``), per process."""
     history_age: float = Field(120.0, gt=0)
