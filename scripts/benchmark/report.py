@@ -45,6 +45,7 @@ def _phase_headline(phase: dict[str, Any], prefix: str = "") -> dict[str, float 
         f"{prefix}server_cpu_us_per_delivery": srv["cpu_us_per_delivery"],
         f"{prefix}server_rss_max_mib": srv.get("rss_max_mib"),
         f"{prefix}rss_per_connection_kib": srv["rss_per_connection_kib"],
+        f"{prefix}frames_per_write": srv.get("frames_per_write"),
     }
 
 

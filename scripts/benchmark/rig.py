@@ -16,12 +16,14 @@ import contextlib
 import multiprocessing as mp
 import random
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 from urllib.parse import quote as urlquote
+from urllib.parse import urlsplit
 
 import psutil
 from feed import ticker_names
@@ -94,6 +96,46 @@ def _prime(url: str) -> None:
         raise RigError(f"cannot connect to {url}: {exc}") from None
     except Exception:  # e.g. 503 while the server's upstream is down: clients retry
         return
+
+
+_WRITE_COUNTERS = ("quotes_forwarded_total", "quotes_socket_writes_total", "quotes_flushes_total")
+
+
+def scrape_write_counters(ws_url: str) -> dict[str, float] | None:
+    """
+    Our server's frame, write and flush counters from its ``/metrics`` (``None`` for a
+    server without them, e.g. the reference). With several worker processes this is
+    whichever worker answered.
+    """
+    parts = urlsplit(ws_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    try:
+        with urllib.request.urlopen(f"{scheme}://{parts.netloc}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except (OSError, ValueError):
+        return None
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in _WRITE_COUNTERS:
+            found[name] = float(value)
+    return found if len(found) == len(_WRITE_COUNTERS) else None
+
+
+def write_figures(
+    before: dict[str, float] | None, after: dict[str, float] | None
+) -> dict[str, float] | None:
+    """Frames per socket write and per flush over a phase, from two scrapes."""
+    if before is None or after is None:
+        return None
+    frames, writes, flushes = (after[k] - before[k] for k in _WRITE_COUNTERS)
+    if writes <= 0 or flushes <= 0:
+        return None
+    return {
+        "frames_per_write": round(frames / writes, 3),
+        "writes_per_flush": round(writes / flushes, 1),
+        "flushes": flushes,
+    }
 
 
 class Rig:
@@ -359,6 +401,7 @@ class Rig:
         server_procs = self._server_procs()
         watch = Watch(server_procs, self.watch.redis, self.watch.workers, self.watch.publisher)
         rss = RssTrace()
+        counters0 = scrape_write_counters(self.cfg.ws_url)
         time.sleep(max(0.0, start - time.time()))
         cpu0 = CpuSnapshot.take(watch.all())
         machine0 = psutil.cpu_times()
@@ -382,6 +425,7 @@ class Rig:
         expected = self._expected(pub.published, order, measured)
         drained, _ = self._wait_quiet("received", self.cfg.drain_timeout, target=expected)
         rss.add(rss_bytes(server_procs))
+        writes = write_figures(counters0, scrape_write_counters(self.cfg.ws_url))
 
         hist = LatencyHistogram()
         counts: dict[str, Any] = {}
@@ -402,7 +446,7 @@ class Rig:
         # Deliveries per second over the time they took: the schedule, or longer when
         # the server was still catching up after publishing ended.
         active = max(pub.published / rate, last_receipt - start)
-        return build_phase_result(
+        result = build_phase_result(
             PhaseInputs(
                 label=label, rate=rate, duration=duration, pub=pub, expected=expected,
                 counts=counts, hist=hist, drained=drained, cpu0=cpu0, cpu1=cpu1,
@@ -413,6 +457,9 @@ class Rig:
                 drain_timeout=self.cfg.drain_timeout,
             )
         )  # fmt: skip
+        if writes is not None:
+            result["server"].update(writes)
+        return result
 
     # --- tear-down --------------------------------------------------------------
 
