@@ -184,12 +184,22 @@ async def test_master_killed_replica_promoted(start_server: StartServer) -> None
         pub = ShardedPublisher(c.url, [victim_ticker, other], SHARDS).start()
         await poll(lambda: len(p_victim.seqs[victim_ticker]) >= 20, "streaming")
         replica = c.replica_of(victim)
+        victim_shards = [
+            n for n, channel in enumerate(SHARDS.channels) if c.owner(channel) is victim
+        ]
         c.kill(victim)
         await poll(lambda: s_victim.closed is not None and s_all.closed is not None, "1011s")
         for closed in (s_victim.closed, s_all.closed):
             assert closed is not None
             assert closed.rcvd is not None
             assert closed.rcvd.code == 1011
+        # /ready names the shards that are down; the server still accepts the others
+        status, body = strict.get("/ready")
+        health = json.loads(body)["shards"]
+        assert status == 200
+        assert health["down"] == victim_shards
+        assert health["healthy"] == SHARDS.shards - len(victim_shards)
+        assert json.loads(patient.get("/ready")[1])["shards"]["lost"] == victim_shards
         await asyncio.to_thread(c.failover_to, replica)
         mark = len(pub.acked[victim_ticker])
         await poll(

@@ -90,6 +90,9 @@ class RedisClusterProcesses:
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(node.dir / "nodes.conf"),
             "--cluster-node-timeout", str(self.node_timeout_ms),
+            # replicas are promoted only by failover_to (CLUSTER FAILOVER FORCE), so a
+            # test decides when a dead master's shards come back
+            "--cluster-replica-no-failover", "yes",
             # an explicit bus port: the default (port + 10000) may not exist or be taken
             "--cluster-port", str(node.bus_port),
             "--save", "",

@@ -36,7 +36,10 @@ async def test_sharded_mode_subscribes_only_to_the_shards_clients_need(
 ) -> None:
     """Named tickers: their shards only; a wildcard client: all; none left: nothing."""
     server = start_server(redis_server, upstream="sharded", shards=16)
-    assert json.loads(server.get("/ready")[1])["source"] == "redis-sharded"
+    ready = json.loads(server.get("/ready")[1])
+    assert ready["source"] == "redis-sharded"
+    assert ready["shards"] == {"shards": 16, "healthy": 16, "subscribed": 0, "lost": [], "down": []}
+    assert server.metric("quotes_upstream_shards", 'state="healthy"') == 16
     assert shard_channels(redis_server) == set()
     apple, msft = SHARDS.channel("AAPL"), SHARDS.channel("MSFT")
     assert apple != msft
@@ -49,8 +52,11 @@ async def test_sharded_mode_subscribes_only_to_the_shards_clients_need(
             ("AAPL", 1),
             ("MSFT", 2),
         ]
+        assert json.loads(server.get("/ready")[1])["shards"]["subscribed"] == 2
+        assert server.metric("quotes_upstream_shards_subscribed") == 2
         async with open_ws(f"{server.ws_url}/ws/quotes") as every:
             assert shard_channels(redis_server) == set(SHARDS.channels)
+            assert json.loads(server.get("/ready")[1])["shards"]["subscribed"] == 16
             spublish(redis_server, "ZZZ", 3)
             assert (await recv_json(every))["ticker"] == "ZZZ"
         wait_until(
@@ -118,9 +124,19 @@ async def test_single_redis_killed_closes_sharded_clients_then_recovers(
     status, _, body = await handshake_rejection(f"{server.ws_url}/ws/quotes?tickers=AAPL")
     assert status == 503
     assert "down" in body
-    assert json.loads(server.get("/ready")[1])["upstream"] == "down"
+    ready = json.loads(server.get("/ready")[1])
+    assert ready["upstream"] == "down"
+    assert ready["shards"]["down"] == list(range(16))
+    assert ready["shards"]["healthy"] == 0
+    assert server.metric("quotes_upstream_shards", 'state="down"') == 16
     redis_server.start()
     server.wait_ready(timeout=30)
+    wait_until(
+        lambda: json.loads(server.get("/ready")[1])["shards"]["healthy"] == 16,
+        timeout=30,
+        what="every shard healthy again",
+    )
+    assert json.loads(server.get("/ready")[1])["shards"]["down"] == []
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
         spublish(redis_server, "AAPL", 7)
         assert (await recv_json(ws))["volume"] == 7

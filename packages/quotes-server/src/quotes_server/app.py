@@ -35,7 +35,7 @@ from quotes_server.logs import safe
 from quotes_server.metrics import Metrics
 from quotes_server.runtime import Runtime
 from quotes_server.settings import Settings
-from quotes_server.sources import QuoteSource
+from quotes_server.sources import FollowsInterest, QuoteSource
 from quotes_server.sources.demo import DemoSource
 from quotes_server.sources.redis import RedisSource
 from quotes_server.sources.sharded import ShardedRedisSource
@@ -258,6 +258,9 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     source = source or make_source(settings)
     metrics = Metrics()
     runtime = Runtime(settings, source, metrics)
+    sharded = source if isinstance(source, FollowsInterest) else None
+    if sharded is not None:
+        metrics.watch_shards(sharded.shard_health)
     auth = Authenticator(settings)
     limits = ProtocolLimits(
         close_timeout=settings.close_timeout,
@@ -316,7 +319,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     async def ready() -> JSONResponse:
         """Readiness: 200 while new WebSocket handshakes are accepted, else 503."""
         state = runtime.source.state
-        body = {
+        body: dict[str, object] = {
             "status": "ready" if state.accepting else "unavailable",
             "source": runtime.source.name,
             "upstream": state.value,
@@ -324,6 +327,8 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
             "subscriptions": len(runtime.hub) + len(runtime.stream_hub),
             "tasks": len(asyncio.all_tasks()),
         }
+        if sharded is not None:
+            body["shards"] = sharded.shard_health()
         return JSONResponse(body, status_code=200 if state.accepting else 503)
 
     @app.get("/metrics")

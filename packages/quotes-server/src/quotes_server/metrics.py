@@ -8,15 +8,15 @@ container).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from quotes_server.limits import LIMIT_EVENTS
-from quotes_server.sources import SourceState
+from quotes_server.sources import ShardHealth, SourceState
 
 __all__ = ["HANDSHAKE_OUTCOMES", "HotCounters", "Metrics"]
 
@@ -81,6 +81,29 @@ class _HotCollector(Collector):
             "Quotes not sent because a newer quote of the same ticker replaced them "
             "while a client was behind.",
             value=self.hot.conflated,
+        )
+
+
+class _ShardCollector(Collector):
+    def __init__(self, health: Callable[[], ShardHealth]) -> None:
+        self.health = health
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        h = self.health()
+        by_state = GaugeMetricFamily(
+            "quotes_upstream_shards",
+            "Shards of the sharded upstream by health: healthy, lost (within the grace "
+            "period) or down (past it, or never up).",
+            labels=["state"],
+        )
+        by_state.add_metric(["healthy"], h["healthy"])
+        by_state.add_metric(["lost"], len(h["lost"]))
+        by_state.add_metric(["down"], len(h["down"]))
+        yield by_state
+        yield GaugeMetricFamily(
+            "quotes_upstream_shards_subscribed",
+            "Shard channels currently subscribed (the shards some client needs).",
+            value=h["subscribed"],
         )
 
 
@@ -153,6 +176,10 @@ class Metrics:
         for reason in ("json", "encoding", "schema", "ticker", "non_finite", "too_large"):
             self.invalid.labels(reason)
         self.set_state(SourceState.CONNECTING)
+
+    def watch_shards(self, health: Callable[[], ShardHealth]) -> None:
+        """Export a sharded source's per-shard health, read at scrape time."""
+        self.registry.register(_ShardCollector(health))
 
     def set_state(self, state: SourceState) -> None:
         """Record the upstream source's state."""

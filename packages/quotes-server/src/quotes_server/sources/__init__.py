@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Set
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypedDict, runtime_checkable
 
 from quotes_core import TickerFilter
 
@@ -68,6 +68,21 @@ class QuoteSource(Protocol):
         ...
 
 
+class ShardHealth(TypedDict):
+    """Per-shard health of a sharded source (``/ready``'s ``shards``)."""
+
+    shards: int
+    """Shard channels in all."""
+    healthy: int
+    """Shards whose owner is known and whose link is up."""
+    subscribed: int
+    """Shards whose channel is currently subscribed (the ones some client needs)."""
+    lost: list[int]
+    """Shards lost and still within the grace period."""
+    down: list[int]
+    """Shards down past the grace period, or never up: their clients get 1011 / 503."""
+
+
 @runtime_checkable
 class FollowsInterest(Protocol):
     """
@@ -87,4 +102,8 @@ class FollowsInterest(Protocol):
 
     async def wait_subscribed(self, filter: TickerFilter, limit: float) -> bool:
         """Wait until the upstream part ``filter`` needs is subscribed; False at the deadline."""
+        ...
+
+    def shard_health(self) -> ShardHealth:
+        """How each part of the upstream is doing, for ``/ready`` and ``/metrics``."""
         ...

@@ -59,7 +59,7 @@ from redis.connection import SSLConnection, parse_url
 from redis.exceptions import MovedError, RedisError, ResponseError
 
 from quotes_core import Backoff, ShardMap, TickerFilter
-from quotes_server.sources import Sink, SourceState
+from quotes_server.sources import ShardHealth, Sink, SourceState
 from quotes_server.sources.redis import SubscriptionLost
 
 __all__ = ["Address", "ShardedRedisSource"]
@@ -326,6 +326,17 @@ class ShardedRedisSource:
     def subscribed_shards(self) -> frozenset[int]:
         """Shards whose channel is currently subscribed on its owner."""
         return frozenset(s for s in range(self.map.shards) if self._confirmed(s))
+
+    def shard_health(self) -> ShardHealth:
+        """Counts of healthy and subscribed shards, and which are lost or down."""
+        shards = range(self.map.shards)
+        return {
+            "shards": self.map.shards,
+            "healthy": sum(1 for s in shards if self._healthy(s)),
+            "subscribed": sum(1 for s in shards if self._confirmed(s)),
+            "lost": sorted(self._lost_since),
+            "down": sorted(self._down),
+        }
 
     def accepts(self, filter: TickerFilter) -> bool:
         """True when a client with ``filter`` may connect: none of its shards is down."""
