@@ -129,12 +129,14 @@ class RedisServer:
             s.sendall(_resp(*args))
             return s.recv(65536)
 
-    def publish_many(self, channel: str, messages: Sequence[bytes | str]) -> None:
-        """``PUBLISH`` every message, pipelined over one connection, in order."""
+    def publish_many(
+        self, channel: str, messages: Sequence[bytes | str], command: str = "PUBLISH"
+    ) -> None:
+        """``PUBLISH`` (or ``command``) every message, pipelined over one connection, in order."""
         with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
             for i in range(0, len(messages), 1000):
                 chunk = messages[i : i + 1000]
-                s.sendall(b"".join(_resp("PUBLISH", channel, m) for m in chunk))
+                s.sendall(b"".join(_resp(command, channel, m) for m in chunk))
                 need, got = len(chunk), 0
                 buf = b""
                 while got < need:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from redis import Redis
 
 from quotes_core import ShardMap
 from tests.helpers.processes import ROOT, RedisServer, wait_until
@@ -188,3 +189,54 @@ async def test_live_subscribe_and_seq_clients_move_the_shard_interest(
             timeout=10,
             what="the dropped ticker's shard unsubscribed",
         )
+
+
+async def test_a_sharded_burst_arrives_whole_and_in_order(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """5,000 pipelined SPUBLISHes on two shards (many reader turns) arrive, all, in order."""
+    server = start_server(redis_server, upstream="sharded")
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL,MSFT") as ws:
+        for ticker in ("AAPL", "MSFT"):
+            burst = [quote_bytes(ticker, i) for i in range(2_500)]
+            redis_server.publish_many(SHARDS.channel(ticker), burst, command="SPUBLISH")
+        got = [await recv_json(ws) for _ in range(5_000)]
+    for ticker in ("AAPL", "MSFT"):
+        assert [q["volume"] for q in got if q["ticker"] == ticker] == list(range(2_500))
+    assert server.metric("quotes_conflated_total") == 0
+
+
+async def test_sharded_links_auth_from_the_url_and_are_kept_alive_by_pongs(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """
+    The password of the URL is sent (AUTH) on every link; a quiet link PINGs and each
+    PONG keeps it (no reconnect); a wrong password keeps the server unready and says why.
+    """
+    redis_server.command("CONFIG", "SET", "requirepass", "s3cr3t")
+    base = f"127.0.0.1:{redis_server.port}/0"
+    common = {"upstream": "sharded", "redis_ping_interval": 0.2, "redis_pong_timeout": 2}
+    good = start_server(None, redis_url=f"redis://:s3cr3t@{base}", **common)
+    bad = start_server(None, redis_url=f"redis://:wrong@{base}", wait_ready=False, **common)
+    admin = Redis.from_url(f"redis://:s3cr3t@{base}")
+    try:
+        async with open_ws(f"{good.ws_url}/ws/quotes?tickers=AAPL") as ws:
+            wait_until(lambda: _pings(admin) >= 3, timeout=20, what="three PINGs")
+            assert admin.spublish(SHARDS.channel("AAPL"), quote_bytes("AAPL", 5)) == 1
+            assert (await recv_json(ws))["volume"] == 5
+    finally:
+        admin.close()
+    assert good.metric("quotes_upstream_reconnects_total") == 0
+    # the wrong password already fails the topology query (CLUSTER SLOTS), which says why
+    wait_until(
+        lambda: "AuthenticationError" in bad.log(), timeout=20, what="the AUTH error in the log"
+    )
+    assert json.loads(bad.get("/ready")[1])["upstream"] != "up"
+    assert "s3cr3t" not in good.log()
+    assert ":wrong@" not in bad.log()
+
+
+def _pings(redis: Redis) -> int:
+    stats = redis.info("commandstats")
+    ping = stats.get("cmdstat_ping")
+    return int(ping["calls"]) if isinstance(ping, dict) else 0

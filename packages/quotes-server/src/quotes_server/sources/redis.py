@@ -33,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from quotes_core import Backoff
 from quotes_server.sources import Sink, SourceState
 
-__all__ = ["RedisSource", "SubscriptionLost"]
+__all__ = ["MESSAGES_PER_TURN", "RedisSource", "SubscriptionLost", "command_bytes"]
 
 log = logging.getLogger("quotes_server.redis")
 
@@ -218,7 +218,7 @@ MESSAGES_PER_TURN = 256
 """Most upstream messages handed to the runtime between two of its flushes."""
 
 
-def _command(args: list[bytes]) -> bytes:
+def command_bytes(args: list[bytes]) -> bytes:
     """One RESP command (an array of bulk strings)."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -226,7 +226,7 @@ def _command(args: list[bytes]) -> bytes:
     return b"".join(parts)
 
 
-_PING = _command([b"PING"])
+_PING = command_bytes([b"PING"])
 
 
 class _PubSubReader(asyncio.Protocol):
@@ -344,7 +344,7 @@ class _PubSubReader(asyncio.Protocol):
     async def command(self, args: list[bytes]) -> Any:
         """Send one command before SUBSCRIBE and wait for its reply."""
         self._reply = asyncio.get_running_loop().create_future()
-        self._write(_command(args))
+        self._write(command_bytes(args))
         return await self._reply
 
     async def subscribe(self) -> None:

@@ -4,7 +4,7 @@ The sharded Redis source: ``SSUBSCRIBE`` to the shard channels clients need.
 The feed publishes each quote with ``SPUBLISH`` on the shard channel of its ticker
 (:class:`quotes_core.ShardMap`: ``quotes.realtime.{n}``, ``n = CRC-32(ticker) mod N``).
 On a Redis Cluster each channel lives on the master that owns its hash slot, so
-this source keeps **one pub/sub connection per owning master** (a :class:`_Link`)
+this source keeps **one pub/sub connection per owning master** (a :class:`ShardLink`)
 and subscribes there only to the shard channels some client wants: every shard
 while any client wants every ticker, otherwise the shards of the tickers asked
 for by name, following the hub as connections come and go. On a single Redis 7
@@ -36,8 +36,10 @@ re-subscription on the new owner.
 
 redis-py's own async ``ClusterPubSub`` is not used: it reconnects and
 re-subscribes silently inside ``get_message`` (no per-shard health to act on, no
-PING deadline) and needs a cluster. Plain ``redis.asyncio`` connections with
-retries off and explicit timeouts do the work, as in the single-channel source.
+PING deadline) and needs a cluster. ``CLUSTER SLOTS`` goes through plain
+``redis.asyncio`` clients with retries off and explicit timeouts; each link's
+subscription is read in bulk through hiredis's parser, as in the single-channel
+source (:mod:`quotes_server.sources.shard_link`).
 """
 
 from __future__ import annotations
@@ -47,12 +49,10 @@ import bisect
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Set
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.connection import SSLConnection, parse_url
@@ -60,189 +60,17 @@ from redis.exceptions import MovedError, RedisError, ResponseError
 
 from quotes_core import Backoff, ShardMap, TickerFilter
 from quotes_server.sources import ShardHealth, Sink, SourceState
-from quotes_server.sources.redis import SubscriptionLost
+from quotes_server.sources.shard_link import Address, ShardLink
 
 __all__ = ["Address", "ShardedRedisSource"]
 
 log = logging.getLogger("quotes_server.redis")
-
-Address = tuple[str, int]
-"""A Redis node's ``(host, port)``."""
 
 _NOT_A_CLUSTER = "cluster support disabled"
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class _Link:
-    """
-    One pub/sub connection to a master and the shard channels subscribed there.
-
-    ``wanted`` is set by the source; a writer task sends ``SSUBSCRIBE`` /
-    ``SUNSUBSCRIBE`` / ``PING`` (one channel per command, so an error reply belongs
-    to exactly one command) while the reader loop handles the replies in order.
-    """
-
-    def __init__(self, source: ShardedRedisSource, address: Address) -> None:
-        self.source = source
-        self.address = address
-        self.wanted: frozenset[str] = frozenset()
-        self.confirmed: set[str] = set()
-        self.up = False
-        self.was_up = False
-        self._requested: set[str] = set()
-        self._leaving: set[str] = set()
-        self._sent: deque[tuple[str, str]] = deque()
-        self._ping = False
-        self._kick = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<link {self.address[0]}:{self.address[1]} up={self.up} {sorted(self.confirmed)}>"
-
-    def set_wanted(self, channels: frozenset[str]) -> None:
-        if channels != self.wanted:
-            self.wanted = channels
-            self._kick.set()
-
-    async def run(self) -> None:
-        src = self.source
-        backoff = Backoff(initial=0.1, max_delay=min(5.0, max(0.1, src.grace_period)), jitter=0.5)
-        while True:
-            client = src.node_client(self.address)
-            pubsub = client.pubsub()
-            writer: asyncio.Task[None] | None = None
-            try:
-                await self._handshake(pubsub)
-                self.up = True
-                if self.was_up:
-                    src.reconnects += 1
-                self.was_up = True
-                backoff.reset()
-                src.link_changed(self, None)
-                self._kick.set()
-                writer = asyncio.get_running_loop().create_task(self._write(pubsub))
-                await self._read(pubsub, writer)
-            except (RedisError, OSError, TimeoutError, SubscriptionLost) as exc:
-                self._reset()
-                src.link_changed(self, exc)
-            finally:
-                self._reset()
-                if writer is not None:
-                    writer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await writer
-                await src.close_quietly(pubsub, client)
-            await asyncio.sleep(backoff.next_delay())
-
-    def _reset(self) -> None:
-        self.up = False
-        self.confirmed.clear()
-        self._requested.clear()
-        self._leaving.clear()
-        self._sent.clear()
-        self._ping = False
-
-    async def _handshake(self, pubsub: PubSub) -> None:
-        """Connect and prove the node answers (a PING round trip within the timeout)."""
-        timeout = self.source.timeout
-        async with asyncio.timeout(timeout):
-            await pubsub.ping()
-            while True:
-                msg = await pubsub.get_message(timeout=timeout)
-                if msg is None:
-                    raise TimeoutError("no PONG from the node")
-                if msg["type"] == "pong":
-                    return
-
-    async def _write(self, pubsub: PubSub) -> None:
-        while True:
-            await self._kick.wait()
-            self._kick.clear()
-            # bookkeeping before each send: the reply may be read before the send returns
-            for channel in sorted(self.wanted - self.confirmed - self._requested):
-                self._requested.add(channel)
-                self._sent.append(("ssubscribe", channel))
-                await pubsub.ssubscribe(channel)
-            for channel in sorted(self.confirmed - self.wanted - self._leaving):
-                self._leaving.add(channel)
-                self._sent.append(("sunsubscribe", channel))
-                await pubsub.sunsubscribe(channel)
-            if self._ping:
-                self._ping = False
-                self._sent.append(("pong", ""))
-                await pubsub.ping()
-
-    def _pop(self, kind: str, channel: str) -> None:
-        with contextlib.suppress(ValueError):
-            self._sent.remove((kind, channel))
-
-    async def _read(self, pubsub: PubSub, writer: asyncio.Task[None]) -> None:
-        src = self.source
-        last_seen = time.monotonic()
-        ping_sent: float | None = None
-        while True:
-            if writer.done():
-                exc = writer.exception()
-                raise exc if exc is not None else SubscriptionLost("writer stopped")
-            try:
-                msg: dict[str, Any] | None = await pubsub.get_message(timeout=src.read_timeout)
-            except ResponseError as exc:
-                self._on_error(exc)
-                last_seen, ping_sent = time.monotonic(), None
-                continue
-            now = time.monotonic()
-            if msg is not None:
-                last_seen, ping_sent = now, None
-                self._on_message(msg)
-            elif ping_sent is not None:
-                if now - ping_sent > src.pong_timeout:
-                    raise SubscriptionLost(f"no PONG within {src.pong_timeout}s")
-            elif now - last_seen >= src.ping_interval:
-                self._ping = True
-                self._kick.set()
-                ping_sent = now
-
-    def _on_message(self, msg: dict[str, Any]) -> None:
-        kind = msg["type"]
-        if kind == "smessage":
-            if _text(msg["channel"]) in self.confirmed:
-                self.source.deliver(msg["data"])
-            return
-        if kind == "pong":
-            self._pop("pong", "")
-            return
-        channel = _text(msg["channel"])
-        if kind == "ssubscribe":
-            self._pop("ssubscribe", channel)
-            self._requested.discard(channel)
-            self.confirmed.add(channel)
-            if channel not in self.wanted:
-                self._kick.set()  # no longer wanted while in flight: leave again
-            self.source.subscribed_changed()
-        elif kind == "sunsubscribe":
-            self.confirmed.discard(channel)
-            if channel in self._leaving:
-                self._pop("sunsubscribe", channel)
-                self._leaving.discard(channel)
-                self._kick.set()  # wanted again meanwhile: the writer re-subscribes
-            else:
-                # pushed by the server: the channel's slot is no longer served here
-                self._requested.discard(channel)
-                self.source.channel_moved(self, channel, None)
-
-    def _on_error(self, exc: ResponseError) -> None:
-        kind, channel = self._sent.popleft() if self._sent else ("", "")
-        if kind == "ssubscribe":
-            self._requested.discard(channel)
-            self.source.channel_moved(self, channel, exc)
-        elif kind == "sunsubscribe":
-            self._leaving.discard(channel)
-            self.confirmed.discard(channel)
-        else:
-            log.warning("redis %s:%s: unexpected error reply: %s", *self.address, exc)
 
 
 class ShardedRedisSource:
@@ -257,7 +85,6 @@ class ShardedRedisSource:
         timeout: connect and command timeout, in seconds.
         ping_interval: seconds of silence on a link before we PING.
         pong_timeout: seconds to wait for the PONG.
-        read_timeout: longest single wait in ``get_message``.
     """
 
     name = "redis-sharded"
@@ -272,17 +99,19 @@ class ShardedRedisSource:
         timeout: float = 3.0,
         ping_interval: float = 5.0,
         pong_timeout: float = 3.0,
-        read_timeout: float = 1.0,
     ) -> None:
         self.map = ShardMap(prefix, shards)
         self.grace_period = grace_period
         self.timeout = timeout
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
-        self.read_timeout = read_timeout
         options = parse_url(url)  # type: ignore[no-untyped-call]
-        if options.pop("connection_class", None) is SSLConnection:
+        self.tls = options.pop("connection_class", None) is SSLConnection
+        """True for a ``rediss://`` URL (the links connect with TLS)."""
+        if self.tls:
             options["ssl"] = True
+        self.username: str | None = options.get("username")
+        self.password: str | None = options.get("password")
         self._seed: Address = (
             str(options.pop("host", "127.0.0.1")),
             int(options.pop("port", 6379)),
@@ -294,7 +123,7 @@ class ShardedRedisSource:
         """True on a Redis Cluster, False on a single Redis, None until known."""
         self._known: list[Address] = [self._seed]
         self._owners: dict[int, Address] = {}
-        self._links: dict[Address, _Link] = {}
+        self._links: dict[Address, ShardLink] = {}
         self._wants_all = False
         self._tickers: Set[str] = frozenset()
         self._wanted: frozenset[int] = frozenset()
@@ -421,11 +250,9 @@ class ShardedRedisSource:
             **self._options,
         )
 
-    async def close_quietly(self, pubsub: PubSub | None, client: Redis) -> None:
+    async def close_quietly(self, client: Redis) -> None:
         try:
             async with asyncio.timeout(self.timeout):
-                if pubsub is not None:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
                 await client.aclose()
         except (RedisError, OSError, TimeoutError) as exc:  # closing a dead connection
             log.debug("error while closing redis connection: %s", exc)
@@ -452,7 +279,7 @@ class ShardedRedisSource:
                 self.cluster = True
                 return self._owners_from(reply, address)
             finally:
-                await self.close_quietly(None, client)
+                await self.close_quietly(client)
         assert error is not None
         raise error
 
@@ -487,7 +314,7 @@ class ShardedRedisSource:
             self._owners = owners
         loop = asyncio.get_running_loop()
         for address in set(owners.values()) - set(self._links):
-            link = _Link(self, address)
+            link = ShardLink(self, address)
             link.task = loop.create_task(self._run_link(link), name=f"quotes-shard-link-{address}")
             self._links[address] = link
         stale = [self._links.pop(a) for a in set(self._links) - set(owners.values())]
@@ -498,7 +325,7 @@ class ShardedRedisSource:
         self._assign()
         self._recompute()
 
-    async def _run_link(self, link: _Link) -> None:
+    async def _run_link(self, link: ShardLink) -> None:
         try:
             await link.run()
         except asyncio.CancelledError:
@@ -508,7 +335,7 @@ class ShardedRedisSource:
             link.up = False
             self.link_changed(link, None)
 
-    async def _stop_links(self, links: list[_Link]) -> None:
+    async def _stop_links(self, links: list[ShardLink]) -> None:
         for link in links:
             if link.task is not None:
                 link.task.cancel()
@@ -552,7 +379,7 @@ class ShardedRedisSource:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    def link_changed(self, link: _Link, exc: BaseException | None) -> None:
+    def link_changed(self, link: ShardLink, exc: BaseException | None) -> None:
         if link.up:
             self._ever_up = True
         if exc is not None:
@@ -568,7 +395,7 @@ class ShardedRedisSource:
             self._recompute()
         self.subscribed_changed()
 
-    def channel_moved(self, link: _Link, channel: str, exc: ResponseError | None) -> None:
+    def channel_moved(self, link: ShardLink, channel: str, exc: ResponseError | None) -> None:
         shard = self.map.channels.index(channel)
         if isinstance(exc, MovedError):
             target = (exc.host or link.address[0], int(exc.port))

@@ -1,0 +1,368 @@
+"""
+One pub/sub connection of the sharded source: a master and the shard channels
+subscribed there, read in bulk.
+
+:class:`ShardLink` keeps the link's state (channels wanted, confirmed, in flight)
+and its liveness; :class:`_ShardProtocol` is the socket. As in the single-channel
+source, every chunk the socket hands over is fed to hiredis's reply parser and each
+complete ``smessage`` goes to the source at once (at most
+:data:`~quotes_server.sources.redis.MESSAGES_PER_TURN` per loop turn), so a burst
+costs one callback rather than one ``get_message`` await per quote. Commands
+(``SSUBSCRIBE``/``SUNSUBSCRIBE``/``PING``, one channel per command so an error reply
+belongs to exactly one of them) are written by the link's writer task; replies other
+than messages come back to the link in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import deque
+from typing import Any, Protocol, cast
+
+import hiredis
+from redis.exceptions import MovedError, RedisError, ResponseError
+
+from quotes_core import Backoff
+from quotes_server.sources.redis import MESSAGES_PER_TURN, SubscriptionLost, command_bytes
+
+__all__ = ["Address", "LinkOwner", "ShardLink"]
+
+log = logging.getLogger("quotes_server.redis")
+
+Address = tuple[str, int]
+"""A Redis node's ``(host, port)``."""
+
+_PING = command_bytes([b"PING"])
+
+
+class LinkOwner(Protocol):
+    """What a link needs of the sharded source that owns it."""
+
+    grace_period: float
+    timeout: float
+    ping_interval: float
+    pong_timeout: float
+    reconnects: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    def deliver(self, data: bytes) -> None: ...
+
+    def link_changed(self, link: ShardLink, exc: BaseException | None) -> None: ...
+
+    def channel_moved(self, link: ShardLink, channel: str, exc: ResponseError | None) -> None: ...
+
+    def subscribed_changed(self) -> None: ...
+
+
+def _error(reply: hiredis.ReplyError) -> ResponseError:
+    """redis-py's exception for an error reply (``MOVED`` becomes a :class:`MovedError`)."""
+    text = str(reply)
+    if text.startswith("MOVED "):
+        return MovedError(text[len("MOVED ") :])
+    return ResponseError(text)
+
+
+class _ShardProtocol(asyncio.Protocol):
+    """The link's socket: replies parsed in bulk, messages handed over at once."""
+
+    def __init__(self, link: ShardLink) -> None:
+        self._link = link
+        self._parser = hiredis.Reader()
+        self._transport: asyncio.Transport | None = None
+        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reply: asyncio.Future[Any] | None = None
+        self._streaming = False
+        self._paused = False
+        self.last_seen = time.monotonic()
+        """When the last bytes arrived (monotonic clock)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = time.monotonic()
+        self._parser.feed(data)
+        if not self._paused:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        parser = self._parser
+        link = self._link
+        confirmed = link.confirmed
+        deliver = link.source.deliver
+        budget = MESSAGES_PER_TURN
+        try:
+            while budget:
+                reply = parser.gets()
+                if reply is False:
+                    break
+                if not self._streaming:
+                    self._answer(reply)
+                    continue
+                if type(reply) is list and len(reply) == 3 and reply[0] == b"smessage":
+                    budget -= 1
+                    if reply[1].decode() in confirmed:
+                        try:
+                            deliver(reply[2])
+                        except Exception:  # a bug must not cost the rest of the chunk
+                            log.exception("error while handling an upstream message")
+                    continue
+                if isinstance(reply, hiredis.ReplyError):
+                    link.on_error(_error(reply))
+                elif type(reply) is list and reply:
+                    link.on_reply(reply)
+            else:  # budget spent: go on after the runtime's flush
+                self._pause()
+                return
+        except hiredis.ProtocolError as exc:
+            self.fail(RedisError(f"protocol error from Redis: {exc}"))
+            return
+        if self._paused:
+            self._paused = False
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
+
+    def _pause(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._paused:
+            self._paused = True
+            transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._hand_over)
+
+    def _answer(self, reply: Any) -> None:
+        future = self._reply
+        if future is None or future.done():
+            return
+        if isinstance(reply, hiredis.ReplyError):
+            future.set_exception(_error(reply))
+        else:
+            future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(exc if exc is not None else SubscriptionLost("connection closed by Redis"))
+
+    def fail(self, exc: BaseException) -> None:
+        for future in (self._reply, self._lost):
+            if future is not None and not future.done():
+                future.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def call(self, args: list[bytes]) -> Any:
+        """Send one command before streaming starts and wait for its reply."""
+        self._reply = asyncio.get_running_loop().create_future()
+        self.send(command_bytes(args))
+        return await self._reply
+
+    def stream(self) -> None:
+        """From now on replies go to the link (messages to the source)."""
+        self._reply = None
+        self._streaming = True
+
+    def send(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise SubscriptionLost("connection closed")
+        self._transport.write(data)
+
+    async def wait_lost(self, seconds: float) -> None:
+        """Return after ``seconds``, or raise the failure as soon as the connection is lost."""
+        if not self._lost.done():
+            await asyncio.wait((self._lost,), timeout=seconds)
+        if self._lost.done():
+            self._lost.result()
+
+    def close(self) -> None:
+        if not self._lost.done():
+            self._lost.set_exception(SubscriptionLost("closed"))
+            self._lost.exception()  # retrieved: no "never retrieved" warning
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class ShardLink:
+    """
+    One pub/sub connection to a master and the shard channels subscribed there.
+
+    ``wanted`` is set by the source; a writer task sends ``SSUBSCRIBE`` /
+    ``SUNSUBSCRIBE`` / ``PING`` while the protocol hands the replies back in order.
+    """
+
+    def __init__(self, source: LinkOwner, address: Address) -> None:
+        self.source = source
+        self.address = address
+        self.wanted: frozenset[str] = frozenset()
+        self.confirmed: set[str] = set()
+        self.up = False
+        self.was_up = False
+        self._requested: set[str] = set()
+        self._leaving: set[str] = set()
+        self._sent: deque[tuple[str, str]] = deque()
+        self._ping = False
+        self._kick = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<link {self.address[0]}:{self.address[1]} up={self.up} {sorted(self.confirmed)}>"
+
+    def set_wanted(self, channels: frozenset[str]) -> None:
+        if channels != self.wanted:
+            self.wanted = channels
+            self._kick.set()
+
+    async def run(self) -> None:
+        src = self.source
+        backoff = Backoff(initial=0.1, max_delay=min(5.0, max(0.1, src.grace_period)), jitter=0.5)
+        while True:
+            conn: _ShardProtocol | None = None
+            writer: asyncio.Task[None] | None = None
+            try:
+                conn = await self._connect()
+                self.up = True
+                if self.was_up:
+                    src.reconnects += 1
+                self.was_up = True
+                backoff.reset()
+                src.link_changed(self, None)
+                self._kick.set()
+                writer = asyncio.get_running_loop().create_task(self._write(conn))
+                await self._watch(conn, writer)
+            except (RedisError, OSError, TimeoutError, SubscriptionLost) as exc:
+                self._reset()
+                src.link_changed(self, exc)
+            finally:
+                self._reset()
+                if writer is not None:
+                    writer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await writer
+                if conn is not None:
+                    conn.close()
+            await asyncio.sleep(backoff.next_delay())
+
+    def _reset(self) -> None:
+        self.up = False
+        self.confirmed.clear()
+        self._requested.clear()
+        self._leaving.clear()
+        self._sent.clear()
+        self._ping = False
+
+    async def _connect(self) -> _ShardProtocol:
+        """Connect, AUTH when configured, and prove the node answers (PING) within the timeout."""
+        src = self.source
+        loop = asyncio.get_running_loop()
+        host, port = self.address
+        context = ssl.create_default_context() if src.tls else None
+        async with asyncio.timeout(src.timeout):
+            _, conn = await loop.create_connection(
+                lambda: _ShardProtocol(self), host, port, ssl=context
+            )
+            try:
+                if src.password is not None:
+                    auth = [src.password.encode()]
+                    if src.username:
+                        auth.insert(0, src.username.encode())
+                    await conn.call([b"AUTH", *auth])
+                pong = await conn.call([b"PING"])
+                if pong not in (b"PONG", "PONG"):
+                    raise SubscriptionLost(f"unexpected PING reply: {pong!r}")
+            except BaseException:
+                conn.close()
+                raise
+        conn.stream()
+        return conn
+
+    async def _write(self, conn: _ShardProtocol) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            # bookkeeping before each send: the reply may be read before the next send
+            for channel in sorted(self.wanted - self.confirmed - self._requested):
+                self._requested.add(channel)
+                self._sent.append(("ssubscribe", channel))
+                conn.send(command_bytes([b"SSUBSCRIBE", channel.encode()]))
+            for channel in sorted(self.confirmed - self.wanted - self._leaving):
+                self._leaving.add(channel)
+                self._sent.append(("sunsubscribe", channel))
+                conn.send(command_bytes([b"SUNSUBSCRIBE", channel.encode()]))
+            if self._ping:
+                self._ping = False
+                self._sent.append(("pong", ""))
+                conn.send(_PING)
+
+    async def _watch(self, conn: _ShardProtocol, writer: asyncio.Task[None]) -> None:
+        """Until the link fails: PING a silent link, and fail when its PONG is late."""
+        src = self.source
+        ping_sent: float | None = None
+        while True:
+            if writer.done():
+                exc = writer.exception()
+                raise exc if exc is not None else SubscriptionLost("writer stopped")
+            now = time.monotonic()
+            if ping_sent is not None and conn.last_seen > ping_sent:
+                ping_sent = None  # something arrived since the PING: the link is alive
+            if ping_sent is not None:
+                if now - ping_sent > src.pong_timeout:
+                    raise SubscriptionLost(f"no PONG within {src.pong_timeout}s")
+                wait = ping_sent + src.pong_timeout - now
+            elif now - conn.last_seen >= src.ping_interval:
+                self._ping = True
+                self._kick.set()
+                ping_sent = now
+                wait = src.pong_timeout
+            else:
+                wait = conn.last_seen + src.ping_interval - now
+            await conn.wait_lost(max(0.01, min(wait, 1.0)))
+
+    def _pop(self, kind: str, channel: str) -> None:
+        with contextlib.suppress(ValueError):
+            self._sent.remove((kind, channel))
+
+    def on_reply(self, reply: list[Any]) -> None:
+        """A reply other than a message or an error, in order."""
+        kind = reply[0]
+        if kind == b"pong":
+            self._pop("pong", "")
+            return
+        if len(reply) < 2 or not isinstance(reply[1], bytes):
+            log.warning("redis %s:%s: unexpected reply: %r", *self.address, reply[:3])
+            return
+        channel = reply[1].decode()
+        if kind == b"ssubscribe":
+            self._pop("ssubscribe", channel)
+            self._requested.discard(channel)
+            self.confirmed.add(channel)
+            if channel not in self.wanted:
+                self._kick.set()  # no longer wanted while in flight: leave again
+            self.source.subscribed_changed()
+        elif kind == b"sunsubscribe":
+            self.confirmed.discard(channel)
+            if channel in self._leaving:
+                self._pop("sunsubscribe", channel)
+                self._leaving.discard(channel)
+                self._kick.set()  # wanted again meanwhile: the writer re-subscribes
+            else:
+                # pushed by the server: the channel's slot is no longer served here
+                self._requested.discard(channel)
+                self.source.channel_moved(self, channel, None)
+
+    def on_error(self, exc: ResponseError) -> None:
+        """An error reply: it answers the oldest command still in flight."""
+        kind, channel = self._sent.popleft() if self._sent else ("", "")
+        if kind == "ssubscribe":
+            self._requested.discard(channel)
+            self.source.channel_moved(self, channel, exc)
+        elif kind == "sunsubscribe":
+            self._leaving.discard(channel)
+            self.confirmed.discard(channel)
+        else:
+            log.warning("redis %s:%s: unexpected error reply: %s", *self.address, exc)
