@@ -263,7 +263,14 @@ def build_phase_result(x: PhaseInputs) -> dict[str, Any]:
             **x.rss.summary(),
             "rss_per_connection_kib": per_conn,
         },
-        "redis": {"cpu_percent": round(redis_cpu, 1)} if x.watch.redis else None,
+        "redis": {
+            "cpu_percent": round(redis_cpu, 1),
+            "processes": [
+                {"pid": p.pid, "cpu_percent": round(pct.get(p.pid, 0.0), 1)} for p in x.watch.redis
+            ],
+        }
+        if x.watch.redis
+        else None,
         "load_generator": {
             "client_processes": len(x.watch.workers),
             "client_cpu_percent": worker_cpu,
@@ -275,6 +282,7 @@ def build_phase_result(x: PhaseInputs) -> dict[str, Any]:
                 "max": round(pub.lag_ms_max, 3),
             },
             "redis_receivers": [pub.receivers_min, pub.receivers_max],
+            "publisher_links": pub.links,
             "machine_cpu_percent": round(machine_pct, 1),
             "other_cpu_percent": round(other_cpu, 1),
             "saturated": saturated,

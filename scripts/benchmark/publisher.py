@@ -14,6 +14,14 @@ the bottleneck.
 The process speaks raw RESP over one TCP socket (no client library in the hot
 loop) and drains the integer replies without waiting for them. It only ever sends
 ``PUBLISH`` (and ``AUTH`` when the URL has a password).
+
+With ``shards`` (the server's ``--upstream sharded``), :class:`ShardedPublisher`
+sends ``SPUBLISH`` on each ticker's shard channel (:class:`quotes_core.ShardMap`)
+instead, through one raw socket per master that owns a shard channel's slot: the
+owners come from ``CLUSTER SLOTS`` (read once, through redis-py, before any
+phase), or there is a single socket on a non-cluster Redis. Each batch is split
+by owner, one write per master per wake-up, and the phase stats say how many
+quotes each master took.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from urllib.parse import urlsplit
 
 from feed import QuoteFactory, ticker_names
 
-__all__ = ["PhaseStats", "RedisAddress", "publisher_main"]
+from quotes_core import ShardMap, key_slot
+
+__all__ = ["PhaseStats", "RedisAddress", "ShardedPublisher", "publisher_main", "shard_owners"]
 
 DEFAULT_TICK = 0.0005
 """Seconds between the publisher's wake-ups; each sends every quote due by then."""
@@ -84,6 +94,8 @@ class PhaseStats:
     errors: int = 0
     receivers_min: int | None = None
     receivers_max: int | None = None
+    links: list[dict[str, Any]] | None = None
+    """Sharded mode: per master, its port, shard channels, quotes published, replies."""
 
 
 def _command(*args: bytes) -> bytes:
@@ -304,6 +316,252 @@ class Publisher:
         self.sock.close()
 
 
+def shard_owners(address: RedisAddress, shards: ShardMap) -> dict[int, tuple[str, int]]:
+    """
+    Shard number -> ``(host, port)`` of the master owning its channel's slot.
+
+    Asks ``address`` for ``CLUSTER SLOTS`` when it is a cluster node; on a
+    non-cluster Redis every shard lives on ``address`` itself.
+    """
+    from redis import Redis
+
+    client = Redis(
+        host=address.host,
+        port=address.port,
+        username=address.username,
+        password=address.password,
+        socket_timeout=10,
+        socket_connect_timeout=10,
+    )
+    try:
+        if not client.info("cluster").get("cluster_enabled"):
+            return dict.fromkeys(range(shards.shards), (address.host, address.port))
+        ranges: list[Any] = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+    owners: dict[int, tuple[str, int]] = {}
+    for row in ranges:
+        first, last, master = int(row[0]), int(row[1]), row[2]
+        host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+        for s, slot in enumerate(shards.slots):
+            if first <= slot <= last:
+                owners[s] = (host or address.host, int(master[1]))
+    missing = [s for s in range(shards.shards) if s not in owners]
+    if missing:
+        raise ConnectionError(f"no master serves the slots of shards {missing}")
+    return owners
+
+
+class _Link:
+    """One raw RESP socket to one shard master."""
+
+    def __init__(self, address: RedisAddress) -> None:
+        self.address = address
+        self.sent = 0
+        self.published = 0
+        self.sock = socket.create_connection((address.host, address.port), timeout=10)
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.replies = _Replies(self.sock)
+        if address.password:
+            auth = [b"AUTH"]
+            if address.username:
+                auth.append(address.username.encode())
+            auth.append(address.password.encode())
+            self.sock.sendall(_command(*auth))
+            self.replies.wait_for(1, 10)
+            if self.replies.count != 1 or self.replies.errors:
+                raise ConnectionError("Redis AUTH failed")
+            self.replies = _Replies(self.sock)
+
+
+class ShardedPublisher:
+    """
+    ``SPUBLISH`` on the shard channels, one socket per owning master, same schedule.
+
+    The schedule, batching, lag accounting and give-up rules are those of
+    :class:`Publisher`; only the framing (``SPUBLISH <prefix>.{n}``) and the
+    routing (each quote to the master owning its channel's slot) differ.
+    """
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        channel: str,
+        ticker_count: int,
+        shards: int,
+        stop: Any = None,
+        tick: float = DEFAULT_TICK,
+    ) -> None:
+        self.address = address
+        self.stop = stop
+        self.tick = tick
+        self.shard_map = ShardMap(channel, shards)
+        tickers = ticker_names(ticker_count)
+        self.factory = QuoteFactory(tickers)
+        owners = shard_owners(address, self.shard_map)
+        endpoints = sorted(set(owners.values()), key=lambda hp: (hp[0], hp[1]))
+        self.endpoints = endpoints
+        self.shards_per_link = [
+            sorted(s for s, hp in owners.items() if hp == ep) for ep in endpoints
+        ]
+        shard_of = [self.shard_map.shard(t) for t in tickers]
+        self.link_of = [endpoints.index(owners[s]) for s in shard_of]
+        self.heads = []
+        for s in shard_of:
+            ch = self.shard_map.channels[s].encode()
+            assert key_slot(ch) == self.shard_map.slots[s]
+            self.heads.append(b"*3\r\n$8\r\nSPUBLISH\r\n$%d\r\n%s\r\n" % (len(ch), ch))
+        self.links: list[_Link] = []
+        self._connect()
+
+    def _connect(self) -> None:
+        self.broken = False
+        self.links = [
+            _Link(RedisAddress(host, port, self.address.password, self.address.username))
+            for host, port in self.endpoints
+        ]
+
+    def _frame(self, ticker_index: int, payload: bytes) -> bytes:
+        return b"%s$%d\r\n%s\r\n" % (self.heads[ticker_index], len(payload), payload)
+
+    def _send_split(self, frames: list[list[bytes]], timeout: float) -> None:
+        for link, part in zip(self.links, frames, strict=True):
+            if not part:
+                continue
+            link.sock.settimeout(timeout)
+            try:
+                link.sock.sendall(b"".join(part))
+            finally:
+                link.sock.settimeout(None)
+            link.sent += len(part)
+            link.published += len(part)
+
+    def warmup(self, ticker_indexes: list[int]) -> dict[str, Any]:
+        """Publish one warm-up quote for each given ticker and wait for every reply."""
+        before = sum(link.replies.count for link in self.links)
+        frames: list[list[bytes]] = [[] for _ in self.links]
+        for t in ticker_indexes:
+            frames[self.link_of[t]].append(self._frame(t, self.factory.warmup_quote(t)))
+        self._send_split(frames, 10)
+        for link in self.links:
+            link.replies.wait_for(link.sent, 10)
+        after = sum(link.replies.count for link in self.links)
+        return {"published": len(ticker_indexes), "replies": after - before}
+
+    def run(self, start: float, rate: float, duration: float, order: list[int]) -> PhaseStats:
+        """Publish ``rate * duration`` quotes on the fixed grid (see :meth:`Publisher.run`)."""
+        total = max(1, int(rate * duration))
+        start_us = round(start * 1_000_000)
+        step_us = 1_000_000 / rate
+        factory, frame, link_of = self.factory, self._frame, self.link_of
+        links = self.links
+        stop, tick = self.stop, self.tick
+        n_order = len(order)
+        before = [(link.replies.count, link.replies.errors, link.published) for link in links]
+        lags: list[float] = []
+        batches = 0
+        now = time.time()
+        if start > now:
+            time.sleep(start - now)
+        cpu0 = time.process_time()
+        wall0 = time.time()
+        give_up_us = start_us + int((duration * GIVE_UP_FACTOR + GIVE_UP_SLACK) * 1_000_000)
+        gave_up = False
+        i = 0
+        while i < total:
+            now_us = int(time.time() * 1_000_000)
+            if now_us > give_up_us or (stop is not None and stop.is_set()):
+                gave_up = True
+                break
+            due = int((now_us - start_us) / step_us) + 1
+            if due > total:
+                due = total
+            if due <= i:
+                wait = (start_us + i * step_us - now_us) / 1_000_000
+                time.sleep(wait if wait > tick else tick)
+                continue
+            if due - i > _MAX_BATCH:
+                due = i + _MAX_BATCH
+            frames: list[list[bytes]] = [[] for _ in links]
+            for k in range(i, due):
+                t = order[k % n_order]
+                payload = factory.quote(k, t, start_us + int(k * step_us))
+                frames[link_of[t]].append(frame(t, payload))
+            try:
+                self._send_split(frames, max(1.0, (give_up_us - now_us) / 1_000_000))
+            except TimeoutError:
+                # A master stopped reading; its connection is mid-command now, so drop them.
+                gave_up = self.broken = True
+                break
+            lags.append((now_us - (start_us + i * step_us)) / 1000.0)
+            batches += 1
+            i = due
+            for link in links:
+                link.replies.poll()
+            rest = tick - (time.time() * 1_000_000 - now_us) / 1_000_000
+            if rest > 0 and i < total:
+                time.sleep(rest)
+            if batches % 64 == 0:
+                for link in links:
+                    if link.replies.count + 200_000 < link.sent:
+                        link.replies.wait_for(link.sent - 100_000, 1.0)
+        wall1 = time.time()
+        cpu1 = time.process_time()
+        if not self.broken:
+            for link in links:
+                link.replies.wait_for(link.sent, 30)
+        lags.sort()
+        per_link: list[dict[str, Any]] = []
+        for link, shards, (count0, errors0, published0) in zip(
+            links, self.shards_per_link, before, strict=True
+        ):
+            r = link.replies
+            per_link.append(
+                {
+                    "port": link.address.port,
+                    "shards": shards,
+                    "published": link.published - published0,
+                    "replies": r.count - count0,
+                    "errors": r.errors - errors0,
+                    "receivers": [r.receivers_min, r.receivers_max],
+                }
+            )
+        mins = [v for link in links if (v := link.replies.receivers_min) is not None]
+        maxs = [v for link in links if (v := link.replies.receivers_max) is not None]
+        stats = PhaseStats(
+            published=i,
+            gave_up=gave_up,
+            target=total,
+            rate=rate,
+            started_at=wall0,
+            finished_at=wall1,
+            wall_seconds=wall1 - wall0,
+            cpu_seconds=cpu1 - cpu0,
+            batches=batches,
+            replies=sum(p["replies"] for p in per_link),
+            errors=sum(p["errors"] for p in per_link),
+            receivers_min=min(mins) if mins else None,
+            receivers_max=max(maxs) if maxs else None,
+            links=per_link,
+        )
+        if lags:
+            stats.lag_ms_p50 = lags[len(lags) // 2]
+            stats.lag_ms_p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            stats.lag_ms_max = lags[-1]
+        for link in links:
+            link.replies.receivers_min = link.replies.receivers_max = None
+        if self.broken:
+            self.close()
+            self._connect()
+        return stats
+
+    def close(self) -> None:
+        """Close every master connection."""
+        for link in self.links:
+            link.sock.close()
+
+
 def publisher_main(
     conn: Connection,
     redis_url: str,
@@ -311,6 +569,7 @@ def publisher_main(
     ticker_count: int,
     stop: Any = None,
     tick: float = DEFAULT_TICK,
+    shards: int | None = None,
 ) -> None:  # pragma: no cover - runs in a child process
     """
     Entry point of the publisher process: obey commands from the orchestrator.
@@ -318,10 +577,16 @@ def publisher_main(
     Commands (tuples on ``conn``): ``("warmup", [ticker indexes])``,
     ``("run", start, rate, duration, order)``, ``("close",)``. Each gets one reply:
     ``("ok", result)`` or ``("error", message)``. Setting the ``stop`` event (a
-    ``multiprocessing.Event``) ends a running phase early.
+    ``multiprocessing.Event``) ends a running phase early. With ``shards``, quotes
+    go out as ``SPUBLISH`` on the shard channels (:class:`ShardedPublisher`).
     """
+    pub: Publisher | ShardedPublisher
     try:
-        pub = Publisher(RedisAddress.from_url(redis_url), channel, ticker_count, stop, tick)
+        address = RedisAddress.from_url(redis_url)
+        if shards is None:
+            pub = Publisher(address, channel, ticker_count, stop, tick)
+        else:
+            pub = ShardedPublisher(address, channel, ticker_count, shards, stop, tick)
     except OSError as exc:
         conn.send(("error", f"cannot connect to Redis at {redis_url}: {exc}"))
         return

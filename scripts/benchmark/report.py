@@ -49,6 +49,57 @@ def _phase_headline(phase: dict[str, Any], prefix: str = "") -> dict[str, float 
     }
 
 
+def _resources(phase: dict[str, Any], prefix: str) -> dict[str, float | None]:
+    """Who used the CPU in one phase: server, each Redis, publisher, clients, the rest."""
+    gen = phase["load_generator"]
+    redis = phase.get("redis") or {}
+    per_redis = [p["cpu_percent"] for p in redis.get("processes", [])]
+    links = gen.get("publisher_links") or []
+    return {
+        f"{prefix}server_cpu_percent": phase["server"]["cpu_percent"],
+        f"{prefix}server_cpu_us_per_delivery": phase["server"]["cpu_us_per_delivery"],
+        f"{prefix}redis_cpu_percent": redis.get("cpu_percent"),
+        f"{prefix}redis_busiest_cpu_percent": max(per_redis) if per_redis else None,
+        f"{prefix}publisher_cpu_percent": gen["publisher_cpu_percent"],
+        f"{prefix}publisher_lag_p99_ms": gen["publisher_lag_ms"]["p99"],
+        f"{prefix}client_cpu_max_percent": max(gen["client_cpu_percent"], default=None),
+        f"{prefix}machine_cpu_percent": gen["machine_cpu_percent"],
+        f"{prefix}other_cpu_percent": gen["other_cpu_percent"],
+        f"{prefix}masters_publishing": (
+            sum(1 for link in links if link["published"] > 0) if links else None
+        ),
+    }
+
+
+def _cluster_headline(cluster: dict[str, Any]) -> dict[str, float | None]:
+    """The best passing step of the ingest ladder, and what the first failing one used."""
+    steps = cluster["steps"]
+    out: dict[str, float | None] = {}
+    best_i, fail_i = cluster["best_step"], cluster["first_failure_step"]
+    if best_i is not None:
+        best = steps[best_i]
+        lat = best["latency_ms"]
+        out |= {
+            "best_rate": best["rate"],
+            "best_delivered_per_s": best["delivered_per_s"],
+            "best_p50_ms": lat["p50"],
+            "best_p99_ms": lat["p99"],
+            **_resources(best, "best_"),
+        }
+    else:
+        out |= {"best_rate": None, "best_delivered_per_s": 0.0}
+    if fail_i is not None:
+        fail = steps[fail_i]
+        out |= {
+            "fail_rate": fail["rate"],
+            "fail_delivered_per_s": fail["delivered_per_s"],
+            "fail_loss_pct": fail["loss_pct"],
+            "fail_p99_ms": fail["latency_ms"]["p99"],
+            **_resources(fail, "fail_"),
+        }
+    return out
+
+
 def headline(result: dict[str, Any]) -> dict[str, float | None]:
     """The headline figures of one scenario run."""
     kind = result["kind"]
@@ -69,6 +120,8 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
             "lossless_delivered_per_s": cap.get("delivered_per_s"),
             "lossless_p99_ms": cap.get("p99_ms"),
         }
+    if kind == "cluster":
+        return _cluster_headline(result["cluster"])
     if kind == "slow":
         slow = result["slow"]
         out = {

@@ -60,6 +60,8 @@ class RigConfig:
     quiet_seconds: float = 2.0
     memory_limit: int = 4 * 1024**3
     """Server + Redis RSS (bytes) at which a phase stops publishing early."""
+    shards: int | None = None
+    """Sharded upstream: ``SPUBLISH`` on this many shard channels (``None``: ``PUBLISH``)."""
 
 
 def _call(conn: Connection, cmd: tuple[Any, ...], timeout: float, who: str) -> Any:
@@ -186,7 +188,14 @@ class Rig:
         parent, child = _CTX.Pipe()
         pub = _CTX.Process(
             target=publisher_main,
-            args=(child, cfg.redis_url, cfg.channel, cfg.ticker_count, self.stop),
+            kwargs={
+                "conn": child,
+                "redis_url": cfg.redis_url,
+                "channel": cfg.channel,
+                "ticker_count": cfg.ticker_count,
+                "stop": self.stop,
+                "shards": cfg.shards,
+            },
             name="bench-publisher",
             daemon=True,
         )

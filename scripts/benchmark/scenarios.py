@@ -14,6 +14,13 @@ The named scenarios and how each one runs against one server.
 ``slow``         the spec load twice on the same connections: once with everybody
                  reading, once with 5% of clients stalled (not reading); the others'
                  p99 in both, and the server's RSS over the stalled phase
+``cluster``      the ingest shape (10 clients x all tickers) on a rate ladder of
+                 5,000, 7,500, 10,000, 15,000, 20,000 ... quotes/s (8 s steps),
+                 stopping at the first step that loses a quote or has p99 > 50 ms,
+                 in up to three set-ups run in turn
+                 (``--spawn ours`` only): the contract's single channel on one Redis,
+                 the sharded upstream on one non-cluster Redis, and the sharded
+                 upstream on a private 3-master Redis Cluster
 ===============  ====================================================================
 """
 
@@ -27,7 +34,7 @@ from typing import Any
 
 from rig import Rig, RigConfig
 
-__all__ = ["PRESETS", "Preset", "run_scenario"]
+__all__ = ["MAX_RATE", "PRESETS", "Preset", "run_scenario"]
 
 Log = Callable[[str], None]
 
@@ -55,10 +62,28 @@ PRESETS: dict[str, Preset] = {
     ),
     "ingest": Preset("load", 10, None, 10_000, 30, "10 clients x all tickers x 10,000 quotes/s"),
     "slow": Preset("slow", 1000, 10, 3000, 30, "spec load, then again with 5% of clients stalled"),
+    "cluster": Preset(
+        "cluster",
+        10,
+        None,
+        5_000,
+        8,
+        "ingest ladder (10 clients x all tickers, 5k, 7.5k, 10k, 15k ... quotes/s) "
+        "on 1 vs 3 shard masters",
+    ),
 }
 
 BROAD_LADDER = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500)
 """Quotes/s steps of the broad scenario (x clients = deliveries/s); the first is ``--rate``."""
+
+
+CLUSTER_LADDER = (
+    5_000, 7_500, 10_000, 15_000, 20_000, 25_000, 30_000, 40_000, 50_000, 60_000, 80_000, 100_000,
+)  # fmt: skip
+"""Quotes/s steps of the cluster scenario (x 10 clients = deliveries/s); the first is ``--rate``."""
+
+MAX_RATE = {"broad": 1500.0, "cluster": 100_000.0}
+"""Default highest step (``--max-rate``) of the ladder scenarios."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +221,41 @@ def _broad(rig: Rig, opts: ScenarioOptions, log: Log) -> dict[str, Any]:
     }
 
 
+def _cluster(rig: Rig, opts: ScenarioOptions, log: Log) -> dict[str, Any]:
+    """
+    Climb the ingest ladder until a step fails; report the best passing step.
+
+    A step *passes* with zero loss and p99 within the limit (50 ms). Unlike broad
+    there is no climb past the first failure: the question is the highest rate this
+    set-up ingests cleanly, and the failing step's CPU figures say what limited it.
+    """
+    ladder: list[float] = [r for r in CLUSTER_LADDER if opts.rate <= r <= opts.max_rate]
+    if not ladder or ladder[0] != opts.rate:
+        ladder.insert(0, opts.rate)
+    steps: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    first_fail: dict[str, Any] | None = None
+    for rate in ladder:
+        phase = rig.measure(rate, opts.duration, label=f"cluster@{rate:g}")
+        p99 = phase["latency_ms"]["p99"]
+        phase["passed"] = bool(phase["lost"] == 0 and p99 is not None and p99 <= opts.p99_limit_ms)
+        steps.append(phase)
+        _log_phase(phase, log, "PASS " if phase["passed"] else "FAIL ")
+        if not phase["passed"]:
+            first_fail = phase
+            break
+        best = phase
+    return {
+        "steps": steps,
+        "p99_limit_ms": opts.p99_limit_ms,
+        "best_step": None if best is None else steps.index(best),
+        "first_failure_step": None if first_fail is None else steps.index(first_fail),
+        "curve": [
+            [p["rate"], p["delivered_per_s"], p["latency_ms"]["p99"], p["loss_pct"]] for p in steps
+        ],
+    }
+
+
 def _slow(rig: Rig, opts: ScenarioOptions, log: Log) -> dict[str, Any]:
     every = max(1, round(1 / opts.stalled_fraction)) if opts.stalled_fraction > 0 else 0
     designated = {c for c in range(rig.cfg.clients) if every and c % every == 0}
@@ -244,6 +304,8 @@ def run_scenario(
             out["broad"] = _broad(rig, opts, log)
         elif opts.kind == "slow":
             out["slow"] = _slow(rig, opts, log)
+        elif opts.kind == "cluster":
+            out["cluster"] = _cluster(rig, opts, log)
         else:
             phase = rig.measure(opts.rate, opts.duration, label="load")
             _log_phase(phase, log)

@@ -9,6 +9,7 @@ on 6379 is never started, flushed or stopped here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -30,6 +31,7 @@ __all__ = [
     "ROOT",
     "CpuSnapshot",
     "PrivateRedis",
+    "PrivateRedisCluster",
     "ServerProcess",
     "free_port",
     "listening_pids",
@@ -105,6 +107,11 @@ class PrivateRedis:
         """PID of the running server."""
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def pids(self) -> list[int]:
+        """``[pid]`` while it runs (the same shape as :class:`PrivateRedisCluster`)."""
+        return [self.proc.pid] if self.proc is not None else []
+
     def _ping(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
@@ -138,6 +145,135 @@ class PrivateRedis:
             _stop(self.proc, signal.SIGTERM)
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
+    """Send one command to a local Redis and return its raw reply (a bulk or simple string)."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode())
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(out)
+        data = b""
+        while True:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                return data
+            data += chunk
+            if data[:1] in (b"+", b"-", b":") and data.endswith(b"\r\n"):
+                return data
+            if data[:1] == b"$":
+                head, _, body = data.partition(b"\r\n")
+                if int(head[1:]) < 0 or len(body) >= int(head[1:]) + 2:
+                    return data
+
+
+class PrivateRedisCluster:
+    """
+    A private Redis Cluster of ``masters`` ``redis-server`` processes (no replicas).
+
+    Each node gets a free loopback port and bus port, its own directory and
+    ``nodes.conf``; ``redis-cli --cluster create --cluster-yes`` joins them and the
+    cluster counts as up once every node reports ``cluster_state:ok`` with all 16,384
+    slots served and every node known. Nodes are stopped by the PIDs we started.
+    """
+
+    def __init__(self, masters: int = 3, maxclients: int = 12_000) -> None:
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise RuntimeError(
+                "redis-server and redis-cli are not on PATH (apt-get install redis-server)"
+            )
+        self.binary, self.cli = binary, cli
+        self.masters = masters
+        self.maxclients = maxclients
+        self.root = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+        self.ports = [free_port() for _ in range(masters)]
+        self.bus_ports = [free_port() for _ in range(masters)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0`` of the first node (any node will do for discovery)."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs of the running nodes."""
+        return [p.pid for p in self.procs]
+
+    def _node_argv(self, i: int) -> list[str]:
+        d = self.root / f"node{i}"
+        d.mkdir(exist_ok=True)
+        return [
+            self.binary,
+            "--port", str(self.ports[i]),
+            "--bind", "127.0.0.1",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(d / "nodes.conf"),
+            "--cluster-port", str(self.bus_ports[i]),
+            "--cluster-node-timeout", "5000",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(d),
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--maxclients", str(self.maxclients),
+        ]  # fmt: skip
+
+    def _pings(self, i: int) -> bool:
+        if self.procs[i].poll() is not None:
+            raise RuntimeError(f"redis-server on port {self.ports[i]} exited")
+        try:
+            return _redis_command(self.ports[i], "PING").startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _ok(self) -> bool:
+        for port in self.ports:
+            try:
+                text = _redis_command(port, "CLUSTER", "INFO").decode(errors="replace")
+            except OSError:
+                return False
+            fields = dict(line.split(":", 1) for line in text.split("\r\n") if ":" in line)
+            if (
+                fields.get("cluster_state") != "ok"
+                or fields.get("cluster_slots_ok") != "16384"
+                or fields.get("cluster_known_nodes") != str(self.masters)
+            ):
+                return False
+        return True
+
+    def start(self) -> PrivateRedisCluster:
+        """Start the nodes, create the cluster and wait until every node says it is ok."""
+        try:
+            for i in range(self.masters):
+                self.procs.append(
+                    subprocess.Popen(
+                        self._node_argv(i), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    )
+                )
+            for i in range(self.masters):
+                ping = functools.partial(self._pings, i)
+                wait_until(ping, timeout=10, what=f"node on {self.ports[i]}")
+            argv = [self.cli, "--cluster", "create"]
+            argv += [f"127.0.0.1:{p}" for p in self.ports]
+            argv += ["--cluster-replicas", "0", "--cluster-yes"]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout[-2000:]}")
+            wait_until(self._ok, timeout=30, what="cluster_state:ok on every node")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node (by PID) and remove their directories."""
+        for proc in self.procs:
+            _stop(proc, signal.SIGTERM)
+        self.procs.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 class ServerProcess:

@@ -21,6 +21,12 @@ runs the scenario against each and reports ours / reference ratios::
 
     uv run python scripts/benchmark/ws_latency_benchmark.py --spawn both --scenario spec --repeat 3
 
+The ``cluster`` scenario (``--spawn ours`` only) runs the ingest ladder once per
+set-up of ``--setups`` in turn, each with its own private Redis (or 3-master Redis
+Cluster) and server; the report's columns are the set-ups::
+
+    uv run python scripts/benchmark/ws_latency_benchmark.py --spawn ours --scenario cluster
+
 Scenarios: see ``scenarios.py`` (``--scenario``). Output: a text summary, or the
 full report as JSON with ``--json`` (and/or ``--output FILE``).
 """
@@ -40,12 +46,37 @@ from urllib.parse import urlsplit
 import psutil
 from report import headline, machine_info, medians, ratios, render_markdown, render_text
 from rig import RigConfig, RigError
-from scenarios import PRESETS, ScenarioOptions, run_scenario
-from servers import REFERENCE_SERVER, PrivateRedis, ServerProcess, listening_pids, python_argv
+from scenarios import MAX_RATE, PRESETS, ScenarioOptions, run_scenario
+from servers import (
+    REFERENCE_SERVER,
+    PrivateRedis,
+    PrivateRedisCluster,
+    ServerProcess,
+    listening_pids,
+    python_argv,
+)
 
 DEFAULT_WS_URL = "ws://localhost:8000/ws/quotes"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+SETUPS = {
+    "single-channel": "one redis-server, the contract's channel (PUBLISH, --upstream single)",
+    "1-master": "one non-cluster redis-server, SPUBLISH on the shard channels (--upstream sharded)",
+    "3-masters": "a private 3-master Redis Cluster, SPUBLISH to each shard channel's "
+    "master (--upstream sharded)",
+}
+"""Set-ups of the cluster scenario, in the order they run."""
+
+
+def _setups(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in SETUPS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown set-up(s) {unknown}; choose from {', '.join(SETUPS)}"
+        )
+    return list(dict.fromkeys(names))
 
 
 def _tickers_per_client(value: str) -> int | None:
@@ -119,7 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--repeat", type=int, default=1, help="runs per server; medians are reported")
     g.add_argument("--p99-limit-ms", type=float, default=50.0, help="broad: pass limit (50)")
-    g.add_argument("--max-rate", type=float, default=1500.0, help="broad: highest step (1500)")
+    g.add_argument(
+        "--max-rate",
+        type=float,
+        default=None,
+        help="broad / cluster: highest step (1500 / 100000)",
+    )
     g.add_argument(
         "--stop-p99-ms",
         type=float,
@@ -128,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--stalled-fraction", type=float, default=0.05, help="slow: share stalled (0.05)"
+    )
+    g.add_argument(
+        "--setups",
+        type=_setups,
+        default=list(SETUPS),
+        help="cluster: comma-separated set-ups to run, from " + ", ".join(SETUPS) + " (all)",
+    )
+    g.add_argument(
+        "--shards", type=int, default=16, help="cluster: shard channels of the sharded set-ups"
     )
     g.add_argument("--seed", type=int, default=1, help="seed for the clients' ticker choice")
     g.add_argument("--connect-timeout", type=float, default=120.0)
@@ -175,8 +220,11 @@ def _collect_warnings(obj: Any) -> list[str]:
     return found
 
 
-def _server_argv(target: str, redis_url: str, args: argparse.Namespace) -> list[str]:
+def _server_argv(
+    target: str, redis_url: str, args: argparse.Namespace, shards: int | None = None
+) -> list[str]:
     if target == "ours":
+        upstream = ["--upstream", "sharded", "--shards", str(shards)] if shards else []
         return python_argv(
             "-m", "quotes_server",
             "--host", "127.0.0.1",
@@ -187,6 +235,7 @@ def _server_argv(target: str, redis_url: str, args: argparse.Namespace) -> list[
             # every load-generator client comes from 127.0.0.1: no per-address cap
             "--max-connections-per-ip", "0",
             "--max-connections", "0",
+            *upstream,
             *shlex.split(args.server_args),
         )  # fmt: skip
     return python_argv(
@@ -231,12 +280,21 @@ def main(argv: list[str] | None = None) -> int:
     _check_loopback(args.ws_url, "--ws-url", args.allow_remote)
     if args.redis_url:
         _check_loopback(args.redis_url, "--redis-url", args.allow_remote)
+    cluster = preset.kind == "cluster"
+    if cluster and (args.spawn != "ours" or args.redis_url):
+        raise SystemExit(
+            "--scenario cluster starts its own Redis set-ups: use --spawn ours, without --redis-url"
+        )
+    if cluster and not 1 <= args.shards <= 1024:
+        raise SystemExit("--shards must be between 1 and 1024")
 
     def log(msg: str) -> None:
         if not args.quiet:
             print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     targets = ["ours", "reference"] if args.spawn == "both" else [args.spawn or "external"]
+    if cluster:
+        targets = args.setups
     parts = urlsplit(args.ws_url)
     path = parts.path or "/"
     if parts.query:
@@ -248,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         p99_limit_ms=args.p99_limit_ms,
         stop_p99_ms=args.stop_p99_ms,
         stalled_fraction=args.stalled_fraction,
-        max_rate=args.max_rate,
+        max_rate=args.max_rate if args.max_rate is not None else MAX_RATE.get(preset.kind, 1500.0),
     )
     settings = {
         "clients": clients,
@@ -266,20 +324,40 @@ def main(argv: list[str] | None = None) -> int:
         "server_args": args.server_args,
         "reference_fanout": args.reference_fanout,
     }
+    if cluster:
+        settings |= {
+            "setups": {name: SETUPS[name] for name in targets},
+            "shards": args.shards,
+            "max_rate": opts.max_rate,
+        }
     redis: PrivateRedis | None = None
+    upstream: PrivateRedis | PrivateRedisCluster | None = None
     runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
     started = dt.datetime.now(dt.UTC)
     machine = machine_info()  # before the runs: the commit the servers start from
     try:
-        if args.spawn and not args.redis_url:
+        if args.spawn and not args.redis_url and not cluster:
             redis = PrivateRedis().start()
             log(f"private redis-server on port {redis.port} (PID {redis.pid})")
         redis_url = redis.url if redis else (args.redis_url or DEFAULT_REDIS_URL)
+        redis_pids = [redis.pid] if redis and redis.pid else []
         for i in range(args.repeat):
             for target in targets:
                 server: ServerProcess | None = None
+                shards: int | None = None
+                if cluster:
+                    # A fresh Redis (or cluster) per set-up and run: nothing carries over.
+                    if target == "3-masters":
+                        upstream = PrivateRedisCluster(masters=3).start()
+                    else:
+                        upstream = PrivateRedis().start()
+                    shards = None if target == "single-channel" else args.shards
+                    redis_url, redis_pids = upstream.url, upstream.pids
+                    log(f"set-up {target}: redis-server PID(s) {redis_pids} ({SETUPS[target]})")
                 if args.spawn:
-                    server = ServerProcess(target, _server_argv(target, redis_url, args)).start()
+                    kind = "ours" if cluster else target
+                    argv = _server_argv(kind, redis_url, args, shards)
+                    server = ServerProcess(kind, argv).start()
                     ws_url = f"ws://127.0.0.1:{server.port}{path}"
                     pids = [server.pid] if server.pid else []
                     log(
@@ -302,18 +380,22 @@ def main(argv: list[str] | None = None) -> int:
                     connect_timeout=args.connect_timeout,
                     drain_timeout=args.drain_timeout,
                     memory_limit=int(args.memory_limit_mib * 2**20),
+                    shards=shards,
                 )
                 try:
                     result = run_scenario(
                         cfg,
                         opts,
                         server_pids=pids,
-                        redis_pids=[redis.pid] if redis and redis.pid else [],
+                        redis_pids=redis_pids,
                         log=log,
                     )
                 finally:
                     if server is not None:
                         server.stop()
+                    if upstream is not None:
+                        upstream.stop()
+                        upstream = None
                 result["warnings"] = _collect_warnings(result)
                 runs[target].append(result)
     except (RigError, RuntimeError, TimeoutError) as exc:
@@ -325,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if redis is not None:
             redis.stop()
+        if upstream is not None:
+            upstream.stop()
 
     report: dict[str, Any] = {
         "benchmark": "ws_latency_benchmark",

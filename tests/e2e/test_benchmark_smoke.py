@@ -112,3 +112,44 @@ def test_idle_memory_scenario_reports_kib_per_connection() -> None:
     assert run["connect"]["opened"] == 20
     assert _is_number(run["idle"]["kib_per_connection"])
     assert _is_number(report["targets"]["reference"]["median"]["kib_per_connection"])
+
+
+@pytest.mark.slow
+def test_cluster_scenario_publishes_through_one_and_three_shard_masters() -> None:
+    """
+    The cluster scenario, shrunk to one 2-second step at 200 quotes/s, runs both
+    sharded set-ups: nothing is lost, and on the 3-master cluster every master took
+    its share of the SPUBLISHes, each reaching the server's one subscription.
+    """
+    report = _run_benchmark(
+        "--spawn", "ours",
+        "--scenario", "cluster",
+        "--setups", "1-master,3-masters",
+        "--rate", "200",
+        "--max-rate", "200",
+        "--duration", "2",
+        "--drain-timeout", "10",
+        # a step passes on loss alone here: no timing is asserted
+        "--p99-limit-ms", "600000",
+    )  # fmt: skip
+    assert report["scenario"] == "cluster"
+    assert list(report["targets"]) == ["1-master", "3-masters"]
+    for setup, masters in (("1-master", 1), ("3-masters", 3)):
+        result = report["targets"][setup]
+        run = result["runs"][0]
+        assert run["connect"]["opened"] == 10
+        assert run["warmup"]["warm"] == 10
+        (phase,) = run["cluster"]["steps"]
+        _check_phase(phase)
+        assert phase["lost"] == 0, setup
+        assert len(phase["redis"]["processes"]) == masters
+        links = phase["load_generator"]["publisher_links"]
+        assert len(links) == masters, links
+        assert sorted(s for link in links for s in link["shards"]) == list(range(16))
+        assert sum(link["published"] for link in links) == phase["published"]
+        for link in links:
+            assert link["published"] > 0, link
+            assert link["errors"] == 0, link
+            assert link["receivers"] == [1, 1], link  # the server's one link per master
+        assert result["median"]["best_rate"] == 200
+        assert result["median"]["best_masters_publishing"] == masters
