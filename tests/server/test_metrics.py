@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.helpers.processes import RedisServer, wait_until
@@ -31,3 +33,11 @@ async def test_forwarded_frames_and_socket_writes(
     assert 2 <= writes <= 1000
     flushes = server.metric("quotes_flushes_total")
     assert 1 <= flushes <= writes
+
+
+def test_the_server_runs_on_uvloop(redis_server: RedisServer, start_server: StartServer) -> None:
+    """uvicorn's default loop picks uvloop (locked with uvicorn[standard]); /ready says so."""
+    server = start_server(redis_server)
+    status, body = server.get("/ready")
+    assert status == 200
+    assert json.loads(body)["loop"] == "uvloop"

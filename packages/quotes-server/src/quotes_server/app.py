@@ -246,6 +246,12 @@ def _host(ws: WebSocket) -> str:
     return client.host if client else "?"
 
 
+def _loop_name() -> str:
+    """The running event loop's implementation (``uvloop`` when uvicorn picked it)."""
+    loop_type = type(asyncio.get_running_loop())
+    return loop_type.__module__.split(".")[0] if loop_type.__module__ else loop_type.__name__
+
+
 def create_app(settings: Settings | None = None, source: QuoteSource | None = None) -> FastAPI:
     """
     Build the application.
@@ -326,6 +332,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
             "connections": len(runtime.connections),
             "subscriptions": len(runtime.hub) + len(runtime.stream_hub),
             "tasks": len(asyncio.all_tasks()),
+            "loop": _loop_name(),
         }
         if sharded is not None:
             body["shards"] = sharded.shard_health()
