@@ -224,3 +224,32 @@ async def test_master_killed_replica_promoted(start_server: StartServer) -> None
             await f.ws.close()
     finally:
         c.stop()
+
+
+async def test_simultaneous_bursts_on_three_masters_share_one_budget(
+    cluster: RedisClusterProcesses, start_server: StartServer
+) -> None:
+    """
+    Pipelined bursts on three masters at once reach an every-ticker client whole and in
+    order, with a client buffer of 300: the three links together hand the runtime at
+    most one budget (256) between two write rounds, not 256 each.
+    """
+    tickers = tickers_on(cluster)
+    n = 1000
+    server = start_server(
+        None, redis_url=cluster.url, upstream="sharded", shards=SHARDS.shards, buffer_size=300
+    )
+    f = await feed(f"{server.ws_url}/ws/quotes")
+    pipes = []
+    for t in tickers:
+        pipe = cluster.owner(SHARDS.channel(t)).client().pipeline(transaction=False)
+        for i in range(n):
+            pipe.spublish(SHARDS.channel(t), sequenced_quote(t, i))
+        pipes.append(pipe)
+    await asyncio.gather(*(asyncio.to_thread(p.execute) for p in pipes))
+    publish_end(cluster, tickers)
+    await poll(lambda: ended(f, tickers), "every burst and its end marker")
+    for t in tickers:
+        assert f.seqs[t] == [*range(n), END], t
+    assert server.metric("quotes_conflated_total") == 0
+    await f.ws.close()

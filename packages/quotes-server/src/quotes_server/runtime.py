@@ -95,6 +95,8 @@ class Runtime:
         self._ready: list[Subscription[Any]] = []
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._pacer = FlushPacer(settings.flush_window)
+        self._since_flush = 0
+        """Upstream messages since the last write round started."""
         self._newest: datetime | None = None
         # the sharded source subscribes upstream only to what the hub's clients want
         self._interest = source if isinstance(source, FollowsInterest) else None
@@ -104,6 +106,7 @@ class Runtime:
     def on_message(self, raw: bytes) -> None:
         """Validate one upstream message and fan it out (called by the source)."""
         self.metrics.hot.received += 1
+        self._since_flush += 1
         try:
             quote, payload = parse_quote(raw)
         except InvalidQuote as exc:
@@ -138,13 +141,34 @@ class Runtime:
                 else:
                     self._flush_handle = loop.call_soon(self._flush)
             elif self._pacer.arrived():  # a held round has waited for enough quotes
-                self._flush_handle.cancel()
-                self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+                self._release_held()
+
+    def _release_held(self) -> None:
+        """Run the pending (held) write round after this loop turn instead of later."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self._pacer.started()
+        self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def room(self) -> int:
+        """
+        Messages to take before the next write round: the pacer's budget less what
+        arrived since the last round (the whole budget while no round is pending).
+        """
+        if self._flush_handle is None:
+            self._since_flush = 0
+        room = self._pacer.budget - self._since_flush
+        if room <= 0:
+            if self._pacer.holding:  # the round waits for time: the budget is spent first
+                self._release_held()
+            return 0
+        return room
 
     def _flush(self) -> None:
         """Let every connection with new frames write them (one write each)."""
         start = time.monotonic()
         self._flush_handle = None
+        self._since_flush = 0
         self._pacer.started()
         self.metrics.hot.flushes += 1
         ready, self._ready = self._ready, []

@@ -51,6 +51,14 @@ class Sink(Protocol):
     def on_state(self, state: SourceState) -> None:
         """The source moved to ``state``."""
 
+    def room(self) -> int:
+        """
+        Messages the sink takes before its next write round. A source that reads in
+        bulk hands over at most this many, then waits a loop turn (the round runs
+        first), so a burst never piles more onto a client between two rounds.
+        """
+        ...
+
 
 class QuoteSource(Protocol):
     """A producer of raw quote messages."""

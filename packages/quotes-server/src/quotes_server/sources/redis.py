@@ -33,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from quotes_core import Backoff
 from quotes_server.sources import Sink, SourceState
 
-__all__ = ["MESSAGES_PER_TURN", "RedisSource", "SubscriptionLost", "command_bytes"]
+__all__ = ["RedisSource", "SubscriptionLost", "command_bytes"]
 
 log = logging.getLogger("quotes_server.redis")
 
@@ -214,10 +214,6 @@ class _Address:
         )
 
 
-MESSAGES_PER_TURN = 256
-"""Most upstream messages handed to the runtime between two of its flushes."""
-
-
 def command_bytes(args: list[bytes]) -> bytes:
     """One RESP command (an array of bulk strings)."""
     parts = [b"*%d\r\n" % len(args)]
@@ -263,14 +259,15 @@ class _PubSubReader(asyncio.Protocol):
     def _hand_over(self) -> None:
         """
         Give the sink the complete messages parsed so far, at most
-        :data:`MESSAGES_PER_TURN` of them; past that, stop reading the socket and
+        :meth:`Sink.room <quotes_server.sources.Sink.room>` of them (the runtime's budget
+        per write round); past that, stop reading the socket and
         go on after the runtime's flush (already scheduled), so that one event-loop
         turn never buffers more for a client than a healthy one can take.
         """
         parser = self._parser
         channel = self._channel
         on_message = self._sink.on_message
-        budget = MESSAGES_PER_TURN
+        budget = self._sink.room()
         try:
             while budget:
                 reply = parser.gets()

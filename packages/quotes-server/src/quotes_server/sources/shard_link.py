@@ -5,8 +5,9 @@ subscribed there, read in bulk.
 :class:`ShardLink` keeps the link's state (channels wanted, confirmed, in flight)
 and its liveness; :class:`_ShardProtocol` is the socket. As in the single-channel
 source, every chunk the socket hands over is fed to hiredis's reply parser and each
-complete ``smessage`` goes to the source at once (at most
-:data:`~quotes_server.sources.redis.MESSAGES_PER_TURN` per loop turn), so a burst
+complete ``smessage`` goes to the source at once (all links together hand over at
+most the runtime's :meth:`~quotes_server.sources.Sink.room` between two write
+rounds), so a burst
 costs one callback rather than one ``get_message`` await per quote. Commands
 (``SSUBSCRIBE``/``SUNSUBSCRIBE``/``PING``, one channel per command so an error reply
 belongs to exactly one of them) are written by the link's writer task; replies other
@@ -27,7 +28,7 @@ import hiredis
 from redis.exceptions import MovedError, RedisError, ResponseError
 
 from quotes_core import Backoff
-from quotes_server.sources.redis import MESSAGES_PER_TURN, SubscriptionLost, command_bytes
+from quotes_server.sources.redis import SubscriptionLost, command_bytes
 
 __all__ = ["Address", "LinkOwner", "ShardLink"]
 
@@ -52,6 +53,8 @@ class LinkOwner(Protocol):
     tls: bool
 
     def deliver(self, data: bytes) -> None: ...
+
+    def room(self) -> int: ...
 
     def link_changed(self, link: ShardLink, exc: BaseException | None) -> None: ...
 
@@ -96,7 +99,7 @@ class _ShardProtocol(asyncio.Protocol):
         link = self._link
         confirmed = link.confirmed
         deliver = link.source.deliver
-        budget = MESSAGES_PER_TURN
+        budget = link.source.room()  # shared by every link: one budget per write round
         try:
             while budget:
                 reply = parser.gets()

@@ -58,7 +58,7 @@ from redis.backoff import NoBackoff
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import MovedError, RedisError, ResponseError
 
-from quotes_core import Backoff, ShardMap, TickerFilter
+from quotes_core import DEFAULT_FLUSH_BUDGET, Backoff, ShardMap, TickerFilter
 from quotes_server.sources import ShardHealth, Sink, SourceState
 from quotes_server.sources.shard_link import Address, ShardLink
 
@@ -373,6 +373,10 @@ class ShardedRedisSource:
     def deliver(self, data: bytes) -> None:
         if self._sink is not None:
             self._sink.on_message(data)
+
+    def room(self) -> int:
+        """What the sink takes before its next write round (shared by every link)."""
+        return self._sink.room() if self._sink is not None else DEFAULT_FLUSH_BUDGET
 
     def subscribed_changed(self) -> None:
         if self._changed is not None:
