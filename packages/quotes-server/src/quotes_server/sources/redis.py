@@ -8,11 +8,12 @@ reconnects with backoff; if that takes longer than the grace period the state
 becomes ``DOWN`` (the server closes clients with 1011 and answers handshakes with
 503) until a SUBSCRIBE is confirmed again.
 
-The subscribed connection is read in bulk: an asyncio protocol feeds each chunk the
-socket hands over to hiredis's reply parser (the one redis-py itself uses) and gives
-every complete message to the sink straight away, so a burst of quotes costs one
-callback instead of one ``get_message`` await per quote (about 15 µs each), and the
-runtime's once-per-loop-turn flush sees the whole burst. The URL is parsed by
+The subscribed connection is read in bulk (:mod:`quotes_server.sources.resp`): an
+asyncio protocol feeds each chunk the socket hands over to hiredis's reply parser
+(the one redis-py itself uses) and gives every complete message to the sink straight
+away, so a burst of quotes costs one callback instead of one ``get_message`` await
+per quote (about 15 µs each), and the runtime's next write round sees the whole
+burst. The URL is parsed by
 redis-py; connecting, AUTH and SUBSCRIBE run under one timeout. When the channel is
 silent we send our own PING and expect the PONG within a deadline: a missing PONG
 is a failure (a silently dead connection), silence alone is not (markets go quiet).
@@ -23,23 +24,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
-from typing import Any, cast
+from typing import Any
 
 import hiredis
 from redis.connection import parse_url
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from quotes_core import Backoff
 from quotes_server.sources import Sink, SourceState
+from quotes_server.sources.resp import (
+    PING,
+    RespProtocol,
+    SubscriptionLost,
+    keep_alive,
+    response_error,
+)
 
-__all__ = ["RedisSource", "SubscriptionLost", "command_bytes"]
+__all__ = ["RedisSource", "SubscriptionLost"]
 
 log = logging.getLogger("quotes_server.redis")
-
-
-class SubscriptionLost(Exception):
-    """The subscription stopped answering (no PONG in time, or unsubscribed)."""
 
 
 class RedisSource:
@@ -164,11 +167,7 @@ class RedisSource:
                         self._address.port,
                         ssl=self._address.ssl,
                     )
-                if self._address.password is not None:
-                    auth = [b"AUTH", self._address.password.encode()]
-                    if self._address.username is not None:
-                        auth.insert(1, self._address.username.encode())
-                    await reader.command(auth)
+                await reader.authenticate(self._address.username, self._address.password)
                 await reader.subscribe()
             except BaseException:
                 reader.close()
@@ -176,27 +175,14 @@ class RedisSource:
         return reader
 
     async def _watch(self, reader: _PubSubReader) -> None:
-        """
-        Wait while the reader feeds the sink; PING when the channel is silent and
-        fail when nothing (the PONG or a message) comes back in time.
-        """
-        ping_sent: float | None = None
-        while True:
-            now = time.monotonic()
-            if ping_sent is not None and reader.last_seen >= ping_sent:
-                ping_sent = None  # Redis answered
-            if ping_sent is not None:
-                deadline = ping_sent + self.pong_timeout
-                if now >= deadline:
-                    raise SubscriptionLost(f"no PONG within {self.pong_timeout}s")
-            else:
-                deadline = reader.last_seen + self.ping_interval
-                if now >= deadline:
-                    reader.ping()
-                    ping_sent = now
-                    deadline = now + self.pong_timeout
-            # raises as soon as the connection is lost
-            await reader.wait_lost(min(self.read_timeout, max(0.01, deadline - now)))
+        """Wait while the reader feeds the sink, keeping the PING/PONG deadline."""
+        await keep_alive(
+            reader,
+            reader.ping,
+            ping_interval=self.ping_interval,
+            pong_timeout=self.pong_timeout,
+            read_timeout=self.read_timeout,
+        )
 
 
 class _Address:
@@ -214,57 +200,29 @@ class _Address:
         )
 
 
-def command_bytes(args: list[bytes]) -> bytes:
-    """One RESP command (an array of bulk strings)."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(parts)
-
-
-_PING = command_bytes([b"PING"])
-
-
-class _PubSubReader(asyncio.Protocol):
+class _PubSubReader(RespProtocol):
     """
     The subscribed connection, read in bulk: every chunk the socket hands over is
     fed to hiredis's reply parser and each complete ``message`` reply goes to the
     sink at once, so a burst of quotes costs one callback, not one await each, and
-    the runtime's flush (one per loop turn) sees the whole burst.
+    the runtime's flush sees the whole burst.
     """
 
     def __init__(self, channel: bytes, sink: Sink) -> None:
+        super().__init__()
         self._channel = channel
         self._sink = sink
-        self._parser = hiredis.Reader()
-        self._transport: asyncio.Transport | None = None
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reply: asyncio.Future[Any] | None = None
         self._subscribed = False
-        self._paused = False
-        self.last_seen = time.monotonic()
-        """When the last bytes arrived from Redis (monotonic clock)."""
-
-    # --- asyncio.Protocol ------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.last_seen = time.monotonic()
-        self._parser.feed(data)
-        if not self._paused:
-            self._hand_over()
 
     def _hand_over(self) -> None:
         """
         Give the sink the complete messages parsed so far, at most
         :meth:`Sink.room <quotes_server.sources.Sink.room>` of them (the runtime's budget
-        per write round); past that, stop reading the socket and
-        go on after the runtime's flush (already scheduled), so that one event-loop
-        turn never buffers more for a client than a healthy one can take.
+        per write round); past that, stop reading the socket and go on after the
+        runtime's flush (already scheduled), so that a burst never buffers more for a
+        client than a healthy one can take.
         """
-        parser = self._parser
+        parser = self.parser
         channel = self._channel
         on_message = self._sink.on_message
         budget = self._sink.room()
@@ -291,85 +249,27 @@ class _PubSubReader(asyncio.Protocol):
                 self._pause()
                 return
         except hiredis.ProtocolError as exc:
-            self._fail(RedisError(f"protocol error from Redis: {exc}"))
+            self.fail(RedisError(f"protocol error from Redis: {exc}"))
             return
         self._resume_reading()
 
-    def _pause(self) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if not self._paused:
-            self._paused = True
-            transport.pause_reading()
-        asyncio.get_running_loop().call_soon(self._hand_over)
-
-    def _resume_reading(self) -> None:
-        if self._paused:
-            self._paused = False
-            transport = self._transport
-            if transport is not None and not transport.is_closing():
-                transport.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(exc if exc is not None else SubscriptionLost("connection closed by Redis"))
-
-    # --- replies other than messages -----------------------------------------------------------
-
     def _other(self, reply: Any) -> None:
+        if self._answer(reply):
+            return  # the reply to AUTH or SUBSCRIBE
         if isinstance(reply, hiredis.ReplyError):
-            self._fail(ResponseError(str(reply)))
+            self.fail(response_error(reply))
             return
         kind = reply[0] if type(reply) is list and reply else None
-        if kind == b"pong":
-            return  # liveness only: last_seen is already updated
         if kind == b"unsubscribe":
-            self._fail(SubscriptionLost("unsubscribed by the server"))
-            return
-        if self._reply is not None and not self._reply.done():
-            self._reply.set_result(reply)
-
-    def _fail(self, exc: BaseException) -> None:
-        for future in (self._reply, self._lost):
-            if future is not None and not future.done():
-                future.set_exception(exc)
-        if self._transport is not None:
-            self._transport.abort()
-
-    # --- used by the source --------------------------------------------------------------------
-
-    async def command(self, args: list[bytes]) -> Any:
-        """Send one command before SUBSCRIBE and wait for its reply."""
-        self._reply = asyncio.get_running_loop().create_future()
-        self._write(command_bytes(args))
-        return await self._reply
+            self.fail(SubscriptionLost("unsubscribed by the server"))
+        # b"pong": liveness only, last_seen is already updated
 
     async def subscribe(self) -> None:
         """SUBSCRIBE to the channel and wait for the confirmation."""
-        reply = await self.command([b"SUBSCRIBE", self._channel])
+        reply = await self.call([b"SUBSCRIBE", self._channel])
         if not (type(reply) is list and reply[:2] == [b"subscribe", self._channel]):
             raise SubscriptionLost(f"unexpected SUBSCRIBE reply: {reply!r}")
         self._subscribed = True
-        self._reply = None
 
     def ping(self) -> None:
-        self._write(_PING)
-
-    async def wait_lost(self, seconds: float) -> None:
-        """Return after ``seconds``, or raise the failure as soon as the connection is lost."""
-        if not self._lost.done():
-            await asyncio.wait((self._lost,), timeout=seconds)
-        if self._lost.done():
-            self._lost.result()  # raises the failure
-
-    def close(self) -> None:
-        if not self._lost.done():
-            self._lost.set_exception(SubscriptionLost("closed"))
-            self._lost.exception()  # retrieved: no "never retrieved" warning
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _write(self, data: bytes) -> None:
-        if self._transport is None or self._transport.is_closing():
-            raise SubscriptionLost("connection closed")
-        self._transport.write(data)
+        self.send(PING)

@@ -3,12 +3,12 @@ One pub/sub connection of the sharded source: a master and the shard channels
 subscribed there, read in bulk.
 
 :class:`ShardLink` keeps the link's state (channels wanted, confirmed, in flight)
-and its liveness; :class:`_ShardProtocol` is the socket. As in the single-channel
-source, every chunk the socket hands over is fed to hiredis's reply parser and each
-complete ``smessage`` goes to the source at once (all links together hand over at
-most the runtime's :meth:`~quotes_server.sources.Sink.room` between two write
-rounds), so a burst
-costs one callback rather than one ``get_message`` await per quote. Commands
+and its liveness; :class:`_ShardProtocol` is the socket, a
+:class:`~quotes_server.sources.resp.RespProtocol` like the single-channel source's:
+each complete ``smessage`` goes to the source at once (all links together hand over
+at most the runtime's :meth:`~quotes_server.sources.Sink.room` between two write
+rounds), so a burst costs one callback rather than one ``get_message`` await per
+quote. Commands
 (``SSUBSCRIBE``/``SUNSUBSCRIBE``/``PING``, one channel per command so an error reply
 belongs to exactly one of them) are written by the link's writer task; replies other
 than messages come back to the link in order.
@@ -20,15 +20,21 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
 from collections import deque
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import hiredis
-from redis.exceptions import MovedError, RedisError, ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from quotes_core import Backoff
-from quotes_server.sources.redis import SubscriptionLost, command_bytes
+from quotes_server.sources.resp import (
+    PING,
+    RespProtocol,
+    SubscriptionLost,
+    command_bytes,
+    keep_alive,
+    response_error,
+)
 
 __all__ = ["Address", "LinkOwner", "ShardLink"]
 
@@ -36,8 +42,6 @@ log = logging.getLogger("quotes_server.redis")
 
 Address = tuple[str, int]
 """A Redis node's ``(host, port)``."""
-
-_PING = command_bytes([b"PING"])
 
 
 class LinkOwner(Protocol):
@@ -63,39 +67,16 @@ class LinkOwner(Protocol):
     def subscribed_changed(self) -> None: ...
 
 
-def _error(reply: hiredis.ReplyError) -> ResponseError:
-    """redis-py's exception for an error reply (``MOVED`` becomes a :class:`MovedError`)."""
-    text = str(reply)
-    if text.startswith("MOVED "):
-        return MovedError(text[len("MOVED ") :])
-    return ResponseError(text)
-
-
-class _ShardProtocol(asyncio.Protocol):
+class _ShardProtocol(RespProtocol):
     """The link's socket: replies parsed in bulk, messages handed over at once."""
 
     def __init__(self, link: ShardLink) -> None:
+        super().__init__()
         self._link = link
-        self._parser = hiredis.Reader()
-        self._transport: asyncio.Transport | None = None
-        self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reply: asyncio.Future[Any] | None = None
         self._streaming = False
-        self._paused = False
-        self.last_seen = time.monotonic()
-        """When the last bytes arrived (monotonic clock)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.last_seen = time.monotonic()
-        self._parser.feed(data)
-        if not self._paused:
-            self._hand_over()
 
     def _hand_over(self) -> None:
-        parser = self._parser
+        parser = self.parser
         link = self._link
         confirmed = link.confirmed
         deliver = link.source.deliver
@@ -117,7 +98,7 @@ class _ShardProtocol(asyncio.Protocol):
                             log.exception("error while handling an upstream message")
                     continue
                 if isinstance(reply, hiredis.ReplyError):
-                    link.on_error(_error(reply))
+                    link.on_error(response_error(reply))
                 elif type(reply) is list and reply:
                     link.on_reply(reply)
             else:  # budget spent: go on after the runtime's flush
@@ -126,69 +107,11 @@ class _ShardProtocol(asyncio.Protocol):
         except hiredis.ProtocolError as exc:
             self.fail(RedisError(f"protocol error from Redis: {exc}"))
             return
-        if self._paused:
-            self._paused = False
-            transport = self._transport
-            if transport is not None and not transport.is_closing():
-                transport.resume_reading()
-
-    def _pause(self) -> None:
-        transport = self._transport
-        if transport is None or transport.is_closing():
-            return
-        if not self._paused:
-            self._paused = True
-            transport.pause_reading()
-        asyncio.get_running_loop().call_soon(self._hand_over)
-
-    def _answer(self, reply: Any) -> None:
-        future = self._reply
-        if future is None or future.done():
-            return
-        if isinstance(reply, hiredis.ReplyError):
-            future.set_exception(_error(reply))
-        else:
-            future.set_result(reply)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(exc if exc is not None else SubscriptionLost("connection closed by Redis"))
-
-    def fail(self, exc: BaseException) -> None:
-        for future in (self._reply, self._lost):
-            if future is not None and not future.done():
-                future.set_exception(exc)
-        if self._transport is not None:
-            self._transport.abort()
-
-    async def call(self, args: list[bytes]) -> Any:
-        """Send one command before streaming starts and wait for its reply."""
-        self._reply = asyncio.get_running_loop().create_future()
-        self.send(command_bytes(args))
-        return await self._reply
+        self._resume_reading()
 
     def stream(self) -> None:
         """From now on replies go to the link (messages to the source)."""
-        self._reply = None
         self._streaming = True
-
-    def send(self, data: bytes) -> None:
-        if self._transport is None or self._transport.is_closing():
-            raise SubscriptionLost("connection closed")
-        self._transport.write(data)
-
-    async def wait_lost(self, seconds: float) -> None:
-        """Return after ``seconds``, or raise the failure as soon as the connection is lost."""
-        if not self._lost.done():
-            await asyncio.wait((self._lost,), timeout=seconds)
-        if self._lost.done():
-            self._lost.result()
-
-    def close(self) -> None:
-        if not self._lost.done():
-            self._lost.set_exception(SubscriptionLost("closed"))
-            self._lost.exception()  # retrieved: no "never retrieved" warning
-        if self._transport is not None:
-            self._transport.abort()
 
 
 class ShardLink:
@@ -270,11 +193,7 @@ class ShardLink:
                 lambda: _ShardProtocol(self), host, port, ssl=context
             )
             try:
-                if src.password is not None:
-                    auth = [src.password.encode()]
-                    if src.username:
-                        auth.insert(0, src.username.encode())
-                    await conn.call([b"AUTH", *auth])
+                await conn.authenticate(src.username, src.password)
                 pong = await conn.call([b"PING"])
                 if pong not in (b"PONG", "PONG"):
                     raise SubscriptionLost(f"unexpected PING reply: {pong!r}")
@@ -300,31 +219,29 @@ class ShardLink:
             if self._ping:
                 self._ping = False
                 self._sent.append(("pong", ""))
-                conn.send(_PING)
+                conn.send(PING)
 
     async def _watch(self, conn: _ShardProtocol, writer: asyncio.Task[None]) -> None:
-        """Until the link fails: PING a silent link, and fail when its PONG is late."""
-        src = self.source
-        ping_sent: float | None = None
-        while True:
+        """Until the link fails: PING a silent link (through the writer, so replies stay
+        in order), fail when its PONG is late or the writer stopped."""
+
+        def ping() -> None:
+            self._ping = True
+            self._kick.set()
+
+        def check() -> None:
             if writer.done():
                 exc = writer.exception()
                 raise exc if exc is not None else SubscriptionLost("writer stopped")
-            now = time.monotonic()
-            if ping_sent is not None and conn.last_seen > ping_sent:
-                ping_sent = None  # something arrived since the PING: the link is alive
-            if ping_sent is not None:
-                if now - ping_sent > src.pong_timeout:
-                    raise SubscriptionLost(f"no PONG within {src.pong_timeout}s")
-                wait = ping_sent + src.pong_timeout - now
-            elif now - conn.last_seen >= src.ping_interval:
-                self._ping = True
-                self._kick.set()
-                ping_sent = now
-                wait = src.pong_timeout
-            else:
-                wait = conn.last_seen + src.ping_interval - now
-            await conn.wait_lost(max(0.01, min(wait, 1.0)))
+
+        src = self.source
+        await keep_alive(
+            conn,
+            ping,
+            ping_interval=src.ping_interval,
+            pong_timeout=src.pong_timeout,
+            check=check,
+        )
 
     def _pop(self, kind: str, channel: str) -> None:
         with contextlib.suppress(ValueError):
