@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -160,6 +161,89 @@ class _Replies:
             self._consume(data)
 
 
+@dataclass
+class _Paced:
+    """What :func:`_run_schedule` did: how many quotes went out, how late, at what cost."""
+
+    published: int
+    gave_up: bool
+    lags: list[float]
+    batches: int
+    wall0: float
+    wall1: float
+    cpu0: float
+    cpu1: float
+
+    def fill(self, stats: PhaseStats) -> PhaseStats:
+        """Copy the lag percentiles into ``stats``."""
+        lags = self.lags
+        if lags:
+            stats.lag_ms_p50 = lags[len(lags) // 2]
+            stats.lag_ms_p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+            stats.lag_ms_max = lags[-1]
+        return stats
+
+
+def _run_schedule(
+    start: float,
+    rate: float,
+    duration: float,
+    *,
+    tick: float,
+    stop: Any,
+    send: Callable[[int, int, int, float], bool],
+    after: Callable[[int], None],
+) -> _Paced:
+    """
+    The fixed grid: quote ``k`` is due at ``start + k / rate``. Wake once per tick and
+    call ``send(i, due, start_us, timeout)`` for every quote due by then (``False``: the
+    connection broke, give up), then ``after(batches)``.
+    """
+    total = max(1, int(rate * duration))
+    start_us = round(start * 1_000_000)
+    step_us = 1_000_000 / rate
+    lags: list[float] = []
+    batches = 0
+    now = time.time()
+    if start > now:
+        time.sleep(start - now)
+    cpu0 = time.process_time()
+    wall0 = time.time()
+    give_up_us = start_us + int((duration * GIVE_UP_FACTOR + GIVE_UP_SLACK) * 1_000_000)
+    gave_up = False
+    i = 0
+    while i < total:
+        now_us = int(time.time() * 1_000_000)
+        if now_us > give_up_us or (stop is not None and stop.is_set()):
+            gave_up = True
+            break
+        due = int((now_us - start_us) / step_us) + 1
+        if due > total:
+            due = total
+        if due <= i:
+            # Nothing due: sleep until quote i is, but at least one tick.
+            wait = (start_us + i * step_us - now_us) / 1_000_000
+            time.sleep(wait if wait > tick else tick)
+            continue
+        if due - i > _MAX_BATCH:
+            due = i + _MAX_BATCH
+        if not send(i, due, start_us, max(1.0, (give_up_us - now_us) / 1_000_000)):
+            gave_up = True
+            break
+        lags.append((now_us - (start_us + i * step_us)) / 1000.0)
+        batches += 1
+        i = due
+        after(batches)
+        # Sleep out the rest of the tick, so a wake-up always carries a tick's worth.
+        rest = tick - (time.time() * 1_000_000 - now_us) / 1_000_000
+        if rest > 0 and i < total:
+            time.sleep(rest)
+    wall1 = time.time()
+    cpu1 = time.process_time()
+    lags.sort()
+    return _Paced(i, gave_up, lags, batches, wall0, wall1, cpu0, cpu1)
+
+
 class Publisher:
     """One Redis connection and the phases published through it."""
 
@@ -224,87 +308,56 @@ class Publisher:
             duration: seconds.
             order: ticker indexes cycled through, one per quote.
         """
-        total = max(1, int(rate * duration))
-        start_us = round(start * 1_000_000)
         step_us = 1_000_000 / rate
         factory, frame, sock, replies = self.factory, self._frame, self.sock, self.replies
-        stop, tick = self.stop, self.tick
         n_order = len(order)
         replies_before, errors_before = replies.count, replies.errors
-        lags: list[float] = []
-        batches = 0
-        now = time.time()
-        if start > now:
-            time.sleep(start - now)
-        cpu0 = time.process_time()
-        wall0 = time.time()
-        give_up_us = start_us + int((duration * GIVE_UP_FACTOR + GIVE_UP_SLACK) * 1_000_000)
-        gave_up = False
-        i = 0
-        while i < total:
-            now_us = int(time.time() * 1_000_000)
-            if now_us > give_up_us or (stop is not None and stop.is_set()):
-                gave_up = True
-                break
-            due = int((now_us - start_us) / step_us) + 1
-            if due > total:
-                due = total
-            if due <= i:
-                # Nothing due: sleep until quote i is, but at least one tick.
-                wait = (start_us + i * step_us - now_us) / 1_000_000
-                time.sleep(wait if wait > tick else tick)
-                continue
-            if due - i > _MAX_BATCH:
-                due = i + _MAX_BATCH
+
+        def send(i: int, due: int, start_us: int, timeout: float) -> bool:
             chunk = b"".join(
                 frame(factory.quote(k, order[k % n_order], start_us + int(k * step_us)))
                 for k in range(i, due)
             )
-            sock.settimeout(max(1.0, (give_up_us - now_us) / 1_000_000))
+            sock.settimeout(timeout)
             try:
                 sock.sendall(chunk)
             except TimeoutError:
                 # Redis stopped reading; the connection is mid-command now, so drop it.
-                gave_up = self.broken = True
-                break
+                self.broken = True
+                return False
             finally:
                 sock.settimeout(None)
-            lags.append((now_us - (start_us + i * step_us)) / 1000.0)
-            batches += 1
             self.sent += due - i
-            i = due
+            return True
+
+        def after(batches: int) -> None:
             replies.poll()
-            # Sleep out the rest of the tick, so a wake-up always carries a tick's worth.
-            rest = tick - (time.time() * 1_000_000 - now_us) / 1_000_000
-            if rest > 0 and i < total:
-                time.sleep(rest)
             if batches % 64 == 0 and replies.count + 200_000 < self.sent:
                 # Redis is far behind reading: wait a little rather than queue megabytes.
                 replies.wait_for(self.sent - 100_000, 1.0)
-        wall1 = time.time()
-        cpu1 = time.process_time()
+
+        paced = _run_schedule(
+            start, rate, duration, tick=self.tick, stop=self.stop, send=send, after=after
+        )
         if not self.broken:
             replies.wait_for(self.sent, 30)
-        lags.sort()
-        stats = PhaseStats(
-            published=i,
-            gave_up=gave_up,
-            target=total,
-            rate=rate,
-            started_at=wall0,
-            finished_at=wall1,
-            wall_seconds=wall1 - wall0,
-            cpu_seconds=cpu1 - cpu0,
-            batches=batches,
-            replies=replies.count - replies_before,
-            errors=replies.errors - errors_before,
-            receivers_min=replies.receivers_min,
-            receivers_max=replies.receivers_max,
+        stats = paced.fill(
+            PhaseStats(
+                published=paced.published,
+                gave_up=paced.gave_up,
+                target=max(1, int(rate * duration)),
+                rate=rate,
+                started_at=paced.wall0,
+                finished_at=paced.wall1,
+                wall_seconds=paced.wall1 - paced.wall0,
+                cpu_seconds=paced.cpu1 - paced.cpu0,
+                batches=paced.batches,
+                replies=replies.count - replies_before,
+                errors=replies.errors - errors_before,
+                receivers_min=replies.receivers_min,
+                receivers_max=replies.receivers_max,
+            )
         )
-        if lags:
-            stats.lag_ms_p50 = lags[len(lags) // 2]
-            stats.lag_ms_p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-            stats.lag_ms_max = lags[-1]
         replies.receivers_min = replies.receivers_max = None
         if self.broken:
             self.close()
@@ -451,67 +504,40 @@ class ShardedPublisher:
 
     def run(self, start: float, rate: float, duration: float, order: list[int]) -> PhaseStats:
         """Publish ``rate * duration`` quotes on the fixed grid (see :meth:`Publisher.run`)."""
-        total = max(1, int(rate * duration))
-        start_us = round(start * 1_000_000)
         step_us = 1_000_000 / rate
         factory, frame, link_of = self.factory, self._frame, self.link_of
         links = self.links
-        stop, tick = self.stop, self.tick
         n_order = len(order)
         before = [(link.replies.count, link.replies.errors, link.published) for link in links]
-        lags: list[float] = []
-        batches = 0
-        now = time.time()
-        if start > now:
-            time.sleep(start - now)
-        cpu0 = time.process_time()
-        wall0 = time.time()
-        give_up_us = start_us + int((duration * GIVE_UP_FACTOR + GIVE_UP_SLACK) * 1_000_000)
-        gave_up = False
-        i = 0
-        while i < total:
-            now_us = int(time.time() * 1_000_000)
-            if now_us > give_up_us or (stop is not None and stop.is_set()):
-                gave_up = True
-                break
-            due = int((now_us - start_us) / step_us) + 1
-            if due > total:
-                due = total
-            if due <= i:
-                wait = (start_us + i * step_us - now_us) / 1_000_000
-                time.sleep(wait if wait > tick else tick)
-                continue
-            if due - i > _MAX_BATCH:
-                due = i + _MAX_BATCH
+
+        def send(i: int, due: int, start_us: int, timeout: float) -> bool:
             frames: list[list[bytes]] = [[] for _ in links]
             for k in range(i, due):
                 t = order[k % n_order]
                 payload = factory.quote(k, t, start_us + int(k * step_us))
                 frames[link_of[t]].append(frame(t, payload))
             try:
-                self._send_split(frames, max(1.0, (give_up_us - now_us) / 1_000_000))
+                self._send_split(frames, timeout)
             except TimeoutError:
                 # A master stopped reading; its connection is mid-command now, so drop them.
-                gave_up = self.broken = True
-                break
-            lags.append((now_us - (start_us + i * step_us)) / 1000.0)
-            batches += 1
-            i = due
+                self.broken = True
+                return False
+            return True
+
+        def after(batches: int) -> None:
             for link in links:
                 link.replies.poll()
-            rest = tick - (time.time() * 1_000_000 - now_us) / 1_000_000
-            if rest > 0 and i < total:
-                time.sleep(rest)
             if batches % 64 == 0:
                 for link in links:
                     if link.replies.count + 200_000 < link.sent:
                         link.replies.wait_for(link.sent - 100_000, 1.0)
-        wall1 = time.time()
-        cpu1 = time.process_time()
+
+        paced = _run_schedule(
+            start, rate, duration, tick=self.tick, stop=self.stop, send=send, after=after
+        )
         if not self.broken:
             for link in links:
                 link.replies.wait_for(link.sent, 30)
-        lags.sort()
         per_link: list[dict[str, Any]] = []
         for link, shards, (count0, errors0, published0) in zip(
             links, self.shards_per_link, before, strict=True
@@ -530,25 +556,22 @@ class ShardedPublisher:
         mins = [v for link in links if (v := link.replies.receivers_min) is not None]
         maxs = [v for link in links if (v := link.replies.receivers_max) is not None]
         stats = PhaseStats(
-            published=i,
-            gave_up=gave_up,
-            target=total,
+            published=paced.published,
+            gave_up=paced.gave_up,
+            target=max(1, int(rate * duration)),
             rate=rate,
-            started_at=wall0,
-            finished_at=wall1,
-            wall_seconds=wall1 - wall0,
-            cpu_seconds=cpu1 - cpu0,
-            batches=batches,
+            started_at=paced.wall0,
+            finished_at=paced.wall1,
+            wall_seconds=paced.wall1 - paced.wall0,
+            cpu_seconds=paced.cpu1 - paced.cpu0,
+            batches=paced.batches,
             replies=sum(p["replies"] for p in per_link),
             errors=sum(p["errors"] for p in per_link),
             receivers_min=min(mins) if mins else None,
             receivers_max=max(maxs) if maxs else None,
             links=per_link,
         )
-        if lags:
-            stats.lag_ms_p50 = lags[len(lags) // 2]
-            stats.lag_ms_p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
-            stats.lag_ms_max = lags[-1]
+        paced.fill(stats)
         for link in links:
             link.replies.receivers_min = link.replies.receivers_max = None
         if self.broken:
