@@ -25,6 +25,7 @@ from websockets.http11 import Request, Response
 
 from quotes_client import QuotesClient
 from quotes_core import Quote
+from tests.helpers.processes import eventually as poll_until
 
 Handler = Callable[[ServerConnection, int], Awaitable[None]]
 """A scripted connection: ``(websocket, index)`` where index counts from 0."""
@@ -186,12 +187,7 @@ async def eventually(
     condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
 ) -> None:
     """Poll ``condition`` until true; fail the test at the deadline."""
-    try:
-        with anyio.fail_after(timeout):
-            while not condition():  # noqa: ASYNC110 (polling a condition nobody signals)
-                await anyio.sleep(0.005)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+    await poll_until(condition, timeout=timeout, what=what)
 
 
 def header(request: Request, name: str) -> str | None:

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from quotes_core import ShardMap
 from tests.helpers.cluster import RedisClusterProcesses, ShardedPublisher, sequenced_quote
-from tests.helpers.processes import TestSetupError
+from tests.helpers.processes import TestSetupError, eventually
 from tests.helpers.server import StartServer
 from tests.helpers.ws import open_ws
 
@@ -74,10 +74,7 @@ async def feed(url: str) -> Feed:
 
 
 async def poll(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():  # noqa: ASYNC110 (a poll of a condition, with a deadline)
-            await asyncio.sleep(0.02)
-    assert cond(), what
+    await eventually(cond, timeout=timeout, interval=0.02, what=what)
 
 
 def ended(f: Feed, tickers: list[str]) -> bool:

@@ -19,7 +19,14 @@ import pytest
 
 from quotes_client import QuotesClient
 from quotes_client.events import ConnectionEvent, Disconnected
-from tests.helpers.processes import ROOT, RedisServer, ServerProcess, free_port, wait_until
+from tests.helpers.processes import (
+    ROOT,
+    RedisServer,
+    ServerProcess,
+    eventually,
+    free_port,
+    wait_until,
+)
 from tests.helpers.publishing import publishing
 from tests.helpers.server import StartServer
 from tests.helpers.ws import collect_until, handshake_rejection, open_ws
@@ -95,13 +102,8 @@ def connections(server: ServerProcess) -> float:
 
 
 async def poll(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Await ``condition`` by polling (it reads other processes), failing at the deadline."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not condition():  # noqa: ASYNC110 - no event to wait for across processes
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+    """Await ``condition`` (it reads other processes), failing at the deadline."""
+    await eventually(condition, timeout=timeout, interval=0.05, what=what)
 
 
 @pytest.mark.slow

@@ -22,6 +22,8 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import anyio
+
 REDIS_INSTALL_HINT = (
     "redis-server is not on PATH; the tests start private Redis instances. "
     "Install it with `apt-get install redis-server` (Debian/Ubuntu) "
@@ -53,6 +55,25 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+async def eventually(
+    condition: Callable[[], bool],
+    *,
+    timeout: float = 15.0,
+    interval: float = 0.005,
+    what: str = "condition",
+) -> None:
+    """
+    Await ``condition`` by polling it (it reads state nobody signals: another process,
+    a socket's buffer), failing the test at the deadline with what it waited for.
+    """
+    try:
+        with anyio.fail_after(timeout):
+            while not condition():  # noqa: ASYNC110 (polling a condition nobody signals)
+                await anyio.sleep(interval)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 
 
 def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
