@@ -42,3 +42,36 @@ def test_rejects_nonsense(rate: float, burst: int) -> None:
     """A bucket that could never allow anything is a programming error."""
     with pytest.raises(ValueError):
         TokenBucket(rate, burst, 0)
+
+
+@given(
+    rate=st.floats(min_value=0.1, max_value=1000),
+    burst=st.integers(min_value=1, max_value=500),
+    events=st.lists(
+        st.tuples(st.floats(min_value=0, max_value=2), st.integers(min_value=1, max_value=50)),
+        max_size=300,
+    ),
+)
+def test_weighted_events_never_exceed_burst_plus_rate_times_elapsed(
+    rate: float, burst: int, events: list[tuple[float, int]]
+) -> None:
+    """Weighted takes: the total weight allowed <= burst + rate * elapsed time."""
+    now = 0.0
+    bucket = TokenBucket(rate, burst, now)
+    allowed = 0
+    for gap, weight in events:
+        now += gap
+        before = bucket.tokens
+        if bucket.take(now, weight):
+            allowed += weight
+        else:
+            assert bucket.tokens >= before  # a refused event takes nothing
+        assert allowed <= burst + rate * now + 1e-6
+
+
+def test_an_event_heavier_than_the_burst_is_never_allowed() -> None:
+    """A weight over the burst fails even on a full bucket; a fitting one then passes."""
+    bucket = TokenBucket(10, 20, 0.0)
+    assert not bucket.take(0.0, 21)
+    assert bucket.take(0.0, 20)
+    assert not bucket.take(0.0, 1)

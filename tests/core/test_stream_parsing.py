@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quotes_core import (
+    MAX_PING_ID_BYTES,
+    TICKERS_PER_TOKEN,
     ActionError,
     ClientError,
     Position,
@@ -105,8 +107,16 @@ def test_actions_parse_case_insensitively(symbols: list[str], kind: str) -> None
         ('{"action": "subscribe"}', "invalid_message"),
         ('{"action": "dance"}', "unknown_action"),
         ('{"action": "subscribe", "tickers": ["AAPL;"]}', "invalid_ticker"),
-        (json.dumps({"action": "set", "tickers": [f"T{i}" for i in range(2001)]}),
+        (json.dumps({"action": "set", "tickers": [f"T{i}" for i in range(1001)]}),
          "too_many_tickers"),
+        # a list over the cap is refused before any symbol is looked at
+        (json.dumps({"action": "set", "tickers": ["A"] * 1001}), "too_many_tickers"),
+        ('{"action": "subscribe", "tickers": ' + "[" * 5000 + "]" * 5000 + "}",
+         "invalid_message"),
+        ("[" * 100_000, "invalid_message"),
+        ("[" * 990 + "]" * 990, "invalid_message"),
+        ('{"action": "ping", "id": "' + "x" * 99 + '"}', "invalid_message"),
+        ('{"action": "ping", "id": ' + "[" * 900 + "]" * 900 + "}", "invalid_message"),
     ],
 )  # fmt: skip
 def test_bad_actions_have_machine_readable_codes(text: str, code: str) -> None:
@@ -128,6 +138,24 @@ def test_ping_echoes_its_id() -> None:
     frame = pong_event(action.id, when)
     assert frame == '{"event":"pong","id":{"n":[1,2]},"server_time":"2026-02-12T10:30:00.123456Z"}'
     assert parse_action('{"action": "ping"}').id is None
+
+
+def test_an_action_weighs_by_the_tickers_it_names() -> None:
+    """Cost: 1 per frame plus 1 per TICKERS_PER_TOKEN named tickers, duplicates included."""
+    assert parse_action('{"action": "ping", "id": 1}').cost == 1
+    names = [f"T{i}" for i in range(TICKERS_PER_TOKEN - 1)]
+    assert parse_action(json.dumps({"action": "set", "tickers": names})).cost == 1
+    assert parse_action(json.dumps({"action": "set", "tickers": ["A"] * 1000})).cost == 21
+    big = [f"T{i}" for i in range(1000)]
+    assert parse_action(json.dumps({"action": "subscribe", "tickers": big})).cost == 21
+
+
+def test_ping_id_bound() -> None:
+    """An id of up to MAX_PING_ID_BYTES bytes of JSON is echoed; one byte more is refused."""
+    fits = "x" * (MAX_PING_ID_BYTES - 2)
+    assert parse_action(json.dumps({"action": "ping", "id": fits})).id == fits
+    with pytest.raises(ActionError):
+        parse_action(json.dumps({"action": "ping", "id": fits + "x"}))
 
 
 def test_control_frames_never_carry_a_ticker_key() -> None:

@@ -59,6 +59,7 @@ def streams(draw: st.DrawFn, max_size: int = 60) -> list[StreamItem[int]]:
     after=st.integers(-2, 70),
     wait=st.sampled_from([0.0, 1.0, 5.0]),
     ticker_filter=filters,
+    limit=st.none() | st.integers(0, 40),
 )
 def test_history_resume_matches_the_reference(
     stream: list[StreamItem[int]],
@@ -67,14 +68,18 @@ def test_history_resume_matches_the_reference(
     after: int,
     wait: float,
     ticker_filter: TickerFilter,
+    limit: int | None,
 ) -> None:
-    """since() returns exactly the matching items after seq, or None when one is gone."""
+    """
+    since() returns exactly the matching items after seq, or None when one is gone
+    or when there are more than the limit.
+    """
     history: History[int] = History(size, age)
     for item in stream:
         history.append(item)
     last = stream[-1].seq if stream else 0
     now = (stream[-1].time if stream else 0.0) + wait
-    got = history.since(after, last, ticker_filter, now)
+    got = history.since(after, last, ticker_filter, now, limit)
     # reference: everything kept, then the window is what is young enough among the last `size`
     window = [i for i in stream[-size:] if i.time >= now - age]
     missed = [i for i in stream if i.seq > after]
@@ -83,7 +88,8 @@ def test_history_resume_matches_the_reference(
     elif after == last:
         assert got == []
     elif window and window[0].seq <= after + 1:
-        assert got == [i for i in missed if ticker_filter.matches(i.ticker)]
+        replay = [i for i in missed if ticker_filter.matches(i.ticker)]
+        assert got == (replay if limit is None or len(replay) <= limit else None)
     else:
         assert got is None
     assert len(history) <= size

@@ -14,6 +14,8 @@ event loop.
 """
 
 from quotes_core.actions import (
+    MAX_PING_ID_BYTES,
+    TICKERS_PER_TOKEN,
     Action,
     ActionKind,
     apply_action,
@@ -38,6 +40,7 @@ from quotes_core.errors import (
 )
 from quotes_core.history import DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_SIZE, History, StreamItem
 from quotes_core.hub import DEFAULT_BOUND, Hub, Mode, Subscription
+from quotes_core.opening import DEFAULT_QUEUE_BYTES, DEFAULT_REPLAY_LIMIT, Opening, opening
 from quotes_core.pacing import DEFAULT_FLUSH_BUDGET, DEFAULT_FLUSH_WINDOW, FlushPacer
 from quotes_core.query import (
     Position,
@@ -84,12 +87,16 @@ __all__ = [
     "DEFAULT_FLUSH_WINDOW",
     "DEFAULT_HISTORY_AGE",
     "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_QUEUE_BYTES",
+    "DEFAULT_REPLAY_LIMIT",
     "DEFAULT_SHARDS",
     "MAX_FILTER_TICKERS",
     "MAX_HZ_RANGE",
+    "MAX_PING_ID_BYTES",
     "MAX_QUOTE_BYTES",
     "MAX_SHARDS",
     "MAX_TICKER_LENGTH",
+    "TICKERS_PER_TOKEN",
     "Action",
     "ActionError",
     "ActionErrorCode",
@@ -103,6 +110,7 @@ __all__ = [
     "InvalidQuoteReason",
     "InvalidTickers",
     "Mode",
+    "Opening",
     "ParsedQuote",
     "Position",
     "Quote",
@@ -125,6 +133,7 @@ __all__ = [
     "is_valid_ticker",
     "key_slot",
     "normalize_ticker",
+    "opening",
     "parse_action",
     "parse_mode_param",
     "parse_quote",

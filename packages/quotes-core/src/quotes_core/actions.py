@@ -17,6 +17,11 @@ the connection stays open.
 Everything here is pure: :func:`parse_action` turns text into an :class:`Action`,
 :func:`apply_action` computes the new filter, and the ``*_event`` functions encode
 control frames (the caller passes the time).
+
+Every action is bounded in what it may cost the server: at most
+:data:`~quotes_core.MAX_FILTER_TICKERS` tickers, a ``ping`` id of at most
+:data:`MAX_PING_ID_BYTES` bytes, no deep nesting, and a
+:attr:`Action.cost` in inbound-rate tokens that grows with its size.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from quotes_core.schema import format_timestamp
 from quotes_core.tickers import MAX_FILTER_TICKERS, TickerFilter, normalize_ticker
 
 __all__ = [
+    "MAX_PING_ID_BYTES",
+    "TICKERS_PER_TOKEN",
     "Action",
     "ActionKind",
     "apply_action",
@@ -50,6 +57,12 @@ _KINDS: tuple[ActionKind, ...] = ("subscribe", "unsubscribe", "set", "ping")
 
 _ERROR_MESSAGE_LIMIT = 200
 
+MAX_PING_ID_BYTES = 100
+"""Longest ``id`` a ``ping`` may carry, in bytes of compact JSON (it is echoed in the pong)."""
+
+TICKERS_PER_TOKEN = 50
+"""An action weighs one inbound-rate token plus one per this many tickers it names."""
+
 
 @dataclass(frozen=True, slots=True)
 class Action:
@@ -64,6 +77,17 @@ class Action:
     kind: ActionKind
     tickers: frozenset[str] | None = None
     id: object = None
+    named: int = 0
+    """How many tickers the message named (before duplicates collapsed)."""
+
+    @property
+    def cost(self) -> int:
+        """
+        What the action weighs against the connection's inbound rate, in frames:
+        1, plus 1 per :data:`TICKERS_PER_TOKEN` tickers it names (a 1,000-ticker
+        ``set`` weighs 21), so a client cannot buy expensive work with cheap frames.
+        """
+        return 1 + self.named // TICKERS_PER_TOKEN
 
 
 def parse_action(text: str) -> Action:
@@ -79,6 +103,8 @@ def parse_action(text: str) -> Action:
         msg = json.loads(text)
     except ValueError:
         raise ActionError("invalid_json", "the message is not valid JSON") from None
+    except RecursionError:  # deeply nested arrays or objects: no action looks like that
+        raise ActionError("invalid_message", "the message is nested too deeply") from None
     if not isinstance(msg, dict):
         raise ActionError("invalid_message", "the message must be a JSON object")
     kind = msg.get("action")
@@ -90,20 +116,34 @@ def parse_action(text: str) -> Action:
             f"unknown action {kind[:40]!r}: expected one of {', '.join(_KINDS)}",
         )
     if kind == "ping":
-        return Action("ping", id=msg.get("id"))
-    return Action(kind, tickers=_tickers(msg.get("tickers")))
+        return Action("ping", id=_ping_id(msg.get("id")))
+    raw = msg.get("tickers")
+    return Action(kind, tickers=_tickers(raw), named=len(raw) if isinstance(raw, list) else 0)
+
+
+def _ping_id(raw: object) -> object:
+    try:
+        size = len(_dumps(raw).encode())
+    except RecursionError:
+        size = MAX_PING_ID_BYTES + 1
+    if size > MAX_PING_ID_BYTES:
+        raise ActionError(
+            "invalid_message", f'"id" is too long (at most {MAX_PING_ID_BYTES} bytes of JSON)'
+        )
+    return raw
 
 
 def _tickers(raw: object) -> frozenset[str] | None:
     if not isinstance(raw, list) or not all(isinstance(t, str) for t in raw):
         raise ActionError("invalid_message", '"tickers" must be a list of strings')
+    if len(raw) > MAX_FILTER_TICKERS:
+        raise ActionError(
+            "too_many_tickers",
+            f"too many tickers ({len(raw)}; at most {MAX_FILTER_TICKERS} per action)",
+        )
     items: Sequence[str] = [t.strip() for t in raw]
     if "*" in items:
         return None
-    if len(items) > 2 * MAX_FILTER_TICKERS:
-        raise ActionError(
-            "too_many_tickers", f"too many tickers (at most {MAX_FILTER_TICKERS} per connection)"
-        )
     try:
         return frozenset(normalize_ticker(t) for t in items if t)
     except InvalidTickers as exc:

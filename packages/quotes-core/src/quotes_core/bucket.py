@@ -14,7 +14,7 @@ __all__ = ["TokenBucket"]
 class TokenBucket:
     """
     ``rate`` tokens per second refill a bucket of ``burst`` tokens; each event
-    takes one.
+    takes one, or its weight.
 
     Args:
         rate: average events allowed per second (> 0).
@@ -34,14 +34,18 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = now
 
-    def take(self, now: float) -> bool:
-        """Take one token at time ``now``; False when the bucket is empty (over the rate)."""
+    def take(self, now: float, n: int = 1) -> bool:
+        """
+        Take ``n`` tokens at time ``now`` (an event that weighs ``n``); False, taking
+        nothing, when fewer are left (over the rate). An event heavier than the
+        whole burst is never allowed.
+        """
         elapsed = now - self._last
         if elapsed > 0:
             self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
             self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        if self._tokens >= n:
+            self._tokens -= n
             return True
         return False
 

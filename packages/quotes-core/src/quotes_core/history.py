@@ -102,7 +102,12 @@ class History(Generic[P]):
         self._items.clear()
 
     def since(
-        self, seq: int, last_seq: int, ticker_filter: TickerFilter, now: float
+        self,
+        seq: int,
+        last_seq: int,
+        ticker_filter: TickerFilter,
+        now: float,
+        limit: int | None = None,
     ) -> list[StreamItem[P]] | None:
         """
         Every held item after ``seq`` that ``ticker_filter`` lets through, in order.
@@ -112,10 +117,14 @@ class History(Generic[P]):
             last_seq: the newest position published in this epoch (0 before any).
             ticker_filter: the client's filter.
             now: the current time (items older than ``max_age`` do not count).
+            limit: most items a replay may hold (``None``: no limit). A resume that
+                would replay more is refused like one the window cannot serve, so
+                one request never costs more than ``limit`` items.
 
         Returns:
             The items, or ``None`` when the window no longer holds every item after
-            ``seq`` (or ``seq`` is ahead of ``last_seq``): the client cannot resume.
+            ``seq`` (or ``seq`` is ahead of ``last_seq``), or when they are more than
+            ``limit``: the client cannot resume.
         """
         self.expire(now)
         if seq > last_seq or seq < 0:
@@ -127,10 +136,15 @@ class History(Generic[P]):
             return None
         out: list[StreamItem[P]] = []
         wanted = ticker_filter.tickers
+        most = len(items) if limit is None else limit
+        if wanted is None and last_seq - seq > most:
+            return None  # every item matches: too many, without looking
         for item in reversed(items):  # the missed ones are at the end
             if item.seq <= seq:
                 break
             if wanted is None or item.ticker in wanted:
+                if len(out) == most:
+                    return None
                 out.append(item)
         out.reverse()
         return out

@@ -14,8 +14,9 @@ It also speaks the stream protocol's opt-in shapes, from the same core pieces as
 ``quotes-server``: the options are parsed by :func:`quotes_core.parse_stream_options`;
 every published quote gets the next ``seq`` of the current ``epoch`` and is recorded
 in a :class:`quotes_core.History` and a :class:`quotes_core.Snapshot`; ``seq=1``
-frames come from :func:`quotes_core.with_position`, ``since=`` answers with
-:func:`quotes_core.recovered_event` and the replay (or the snapshot), ``batch=1``
+frames come from :func:`quotes_core.with_position`, ``since=`` and ``snapshot=1``
+are answered by :func:`quotes_core.opening` (the ``recovered`` frame, then the bounded
+replay or the snapshot, as ``quotes-server`` decides them), ``batch=1``
 sends JSON arrays. :meth:`ScriptedServer.new_epoch` simulates an outage or restart.
 Not scripted: ``max_hz`` (parsed, then ignored) and client actions (recorded in
 ``received``, never answered).
@@ -54,8 +55,8 @@ from quotes_core import (
     Snapshot,
     StreamItem,
     encode_quote,
+    opening,
     parse_stream_options,
-    recovered_event,
 )
 from quotes_core.query import EPOCH_PATTERN, parse_mode_param, parse_tickers_param
 
@@ -364,18 +365,19 @@ class ScriptedServer:
         conn = ScriptedConnection(
             self, hub, sub, parts.path, query, request.headers, len(self.connections), options
         )
-        since = options.since
-        if since is not None:
-            replay = None
-            if since.epoch == self.epoch:
-                replay = self.history.since(since.seq, self.seq, ticker_filter, time.monotonic())
-            conn._queue([recovered_event(replay is not None, self.epoch, self.seq)])
-            if replay is not None:
-                conn._queue(list(replay))
-            elif options.snapshot:
-                conn._queue(list(self.snapshot.select(ticker_filter)))
-        elif options.snapshot:
-            conn._queue(list(self.snapshot.select(ticker_filter)))
+        event, first = opening(
+            options,
+            ticker_filter,
+            self.history,
+            self.snapshot,
+            epoch=self.epoch,
+            last_seq=self.seq,
+            now=time.monotonic(),
+        )
+        if event is not None:
+            conn._queue([event])
+        if first:
+            conn._queue(list(first))
         self._pending[ws] = conn
         return None
 
