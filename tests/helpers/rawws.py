@@ -91,3 +91,60 @@ def read_all(sock: socket.socket, timeout: float = 10.0) -> bytes:
 def status_of(response: bytes) -> int:
     """The status code of a raw HTTP response."""
     return int(response.split(b" ", 2)[1])
+
+
+def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One masked, unfragmented client frame (text by default)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
+def read_frames_until_close(
+    sock: socket.socket, timeout: float = 30.0
+) -> tuple[list[bytes], int | None, str]:
+    """
+    Read server frames until a close frame (or EOF): the text/binary payloads before
+    it, and the close code and reason (``None`` and ``""`` when the stream ended
+    without a close frame).
+    """
+    sock.settimeout(timeout)
+    buf = bytearray()
+    pos = 0
+    payloads: list[bytes] = []
+    while True:
+        while len(buf) - pos >= 2:  # parse every complete frame in buf
+            opcode, n, offset = buf[pos] & 0x0F, buf[pos + 1] & 0x7F, pos + 2
+            if n == 126:
+                if len(buf) - pos < 4:
+                    break
+                (n,), offset = struct.unpack_from("!H", buf, pos + 2), pos + 4
+            elif n == 127:
+                if len(buf) - pos < 10:
+                    break
+                (n,), offset = struct.unpack_from("!Q", buf, pos + 2), pos + 10
+            if len(buf) < offset + n:
+                break
+            payload = bytes(buf[offset : offset + n])
+            pos = offset + n
+            if opcode == 0x8:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                return payloads, code, payload[2:].decode()
+            if opcode in (0x1, 0x2):
+                payloads.append(payload)
+        del buf[:pos]
+        pos = 0
+        try:
+            data = sock.recv(1 << 20)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            return payloads, None, ""
+        buf += data

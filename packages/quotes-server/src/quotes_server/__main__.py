@@ -70,6 +70,15 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_HISTORY_AGE",
         "seconds a quote stays resumable (default 120)",
     ),
+    "replay_limit": (
+        "QUOTES_REPLAY_LIMIT",
+        "most quotes one since= resume replays; past it recovered:false (default 2000)",
+    ),
+    "client_queue_limit": (
+        "QUOTES_CLIENT_QUEUE_LIMIT",
+        "bytes queued per client besides its live buffer: replay, snapshot, replies "
+        "(default 4194304)",
+    ),
     "ws_max_size": ("QUOTES_WS_MAX_SIZE", "largest client frame in bytes (default 65536)"),
     "ws_per_message_deflate": (
         "QUOTES_WS_PER_MESSAGE_DEFLATE",

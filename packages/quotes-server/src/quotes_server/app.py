@@ -30,7 +30,7 @@ from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
 from quotes_server.dashboard import add_dashboard
 from quotes_server.frames import FRAMES_EXTENSION
-from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
+from quotes_server.limits import INBOUND_EXTENSION, LIMITS_STATE_KEY, ProtocolLimits
 from quotes_server.logs import safe
 from quotes_server.metrics import Metrics
 from quotes_server.runtime import Runtime
@@ -184,6 +184,7 @@ class QuotesEndpoint:
             remote=_remote(ws),
             host=_host(ws),
             frames=scope.get("extensions", {}).get(FRAMES_EXTENSION),
+            inbound=scope.get("extensions", {}).get(INBOUND_EXTENSION),
             ticker_grant=grant.tickers if grant is not None else None,
         )
         sub = conn.sub

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from quotes_core import Hub, Subscription
 from quotes_server.frames import FramesExtension, frame_text
+from quotes_server.limits import InboundExtension
 from quotes_server.metrics import HotCounters
 
 __all__ = ["CloseCode", "Connection", "Outbox", "PlainOutbox"]
@@ -109,6 +110,7 @@ class Connection:
         remote: str,
         host: str = "?",
         frames: FramesExtension | None = None,
+        inbound: InboundExtension | None = None,
     ) -> None:
         self.hub = hub
         self.sub = sub
@@ -128,6 +130,7 @@ class Connection:
         self._receive = receive
         self.raw_frames = frames is not None
         """True when the server offers the ``quotes.frames`` extension on this socket."""
+        self._charge = inbound["charge"] if inbound is not None else None
         self._write_raw = frames["write"] if frames is not None else None
         self._writable = frames["writable"] if frames is not None else None
         self._wake = asyncio.Event()
@@ -167,6 +170,15 @@ class Connection:
             hot.writes += 1
         if self.sub.conflated != self._conflated_seen:
             self._account_conflated()
+        if self.session is not None and self.outbox.pending:
+            self._wake.set()  # a chunk of a long queue went out: the writer sends the rest
+
+    def charge(self, weight: int) -> bool:
+        """
+        Weigh the client's current message ``weight`` frames more against its inbound
+        rate; False when that passes the rate (the connection is closing with 1008).
+        """
+        return self._charge is None or self._charge(weight)
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection from the server side (idempotent)."""

@@ -12,8 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
-__all__ = ["LIMITS_STATE_KEY", "LIMIT_EVENTS", "ProtocolLimits"]
+__all__ = [
+    "INBOUND_EXTENSION",
+    "LIMITS_STATE_KEY",
+    "LIMIT_EVENTS",
+    "InboundExtension",
+    "ProtocolLimits",
+]
 
 LIMITS_STATE_KEY = "quotes_limits"
 """Key of the :class:`ProtocolLimits` in the lifespan state."""
@@ -59,3 +66,16 @@ class ProtocolLimits:
     """Client frames allowed in a burst above the average rate."""
     on_limit: Callable[[str], None] = field(default=_ignore, compare=False)
     """Called with the name of each limit that trips (see :data:`LIMIT_EVENTS`)."""
+
+
+INBOUND_EXTENSION = "quotes.inbound"
+"""Key of the :class:`InboundExtension` in an accepted WebSocket's ``scope["extensions"]``."""
+
+
+class InboundExtension(TypedDict):
+    """What the protocol offers the app about the client's inbound rate."""
+
+    charge: Callable[[int], bool]
+    """Take that many more tokens for a message already counted as one frame (an
+    expensive one); False when that passes the rate: the connection is then closing
+    with 1008, and the message must be dropped."""

@@ -104,7 +104,7 @@ class RateLimitedLog:
         self._count = 0
         self.suppressed = 0
 
-    def __call__(self, level: int, msg: str, *args: object) -> None:
+    def __call__(self, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
         now = self.clock()
         if now - self._window >= self.period:
             if self.suppressed:
@@ -114,6 +114,6 @@ class RateLimitedLog:
             self.suppressed = 0
         if self._count < self.burst:
             self._count += 1
-            self.logger.log(level, msg, *args)
+            self.logger.log(level, msg, *args, exc_info=exc_info)
         else:
             self.suppressed += 1

@@ -165,13 +165,13 @@ class Metrics:
             "quotes_limit_hits",
             "Connections refused or closed by a protocol limit: handshake_timeout (408 or "
             "close), url_too_long (414), headers_too_large (431), invalid_request (400), "
-            "inbound_rate (1008), token_expired (1008).",
+            "inbound_rate (1008), token_expired (1008), client_queue (1013).",
             ["limit"],
             registry=r,
         )
         for outcome in HANDSHAKE_OUTCOMES:
             self.handshakes.labels(outcome)
-        for limit in (*LIMIT_EVENTS, "token_expired"):
+        for limit in (*LIMIT_EVENTS, "token_expired", "client_queue"):
             self.limit_hits.labels(limit)
         for reason in ("json", "encoding", "schema", "ticker", "non_finite", "too_large"):
             self.invalid.labels(reason)

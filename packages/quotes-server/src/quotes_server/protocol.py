@@ -21,7 +21,10 @@ uvicorn's sans-I/O WebSocket protocol with two changes for a streaming server.
    returned without completing handshake" for each one.
 4. **Inbound rate.** Every client frame (text, binary, ping, pong) takes a token
    from the connection's :class:`~quotes_core.bucket.TokenBucket`; a client past
-   the configured rate and burst is closed with 1008 "Policy violation".
+   the configured rate and burst is closed with 1008 "Policy violation". The app
+   weighs an expensive message more through the ``quotes.inbound`` scope
+   extension (:class:`~quotes_server.limits.InboundExtension`): its ``charge(n)``
+   takes ``n`` more tokens from the same bucket.
 5. **Pre-built frames.** Connections that did not negotiate an extension get the
    ``quotes.frames`` extension in their scope (:class:`~quotes_server.frames.FramesExtension`):
    a non-blocking ``write(frames)`` of complete, pre-built server frames with one
@@ -44,7 +47,12 @@ from websockets.http11 import Request
 
 from quotes_core.bucket import TokenBucket
 from quotes_server.frames import FRAMES_EXTENSION, FramesExtension
-from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
+from quotes_server.limits import (
+    INBOUND_EXTENSION,
+    LIMITS_STATE_KEY,
+    InboundExtension,
+    ProtocolLimits,
+)
 
 __all__ = ["POLICY_VIOLATION", "QuotesWebSocketProtocol"]
 
@@ -163,14 +171,22 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
-        if (
-            scope is not None
-            and self.response.status_code == 101
-            and "Sec-WebSocket-Extensions" not in self.response.headers
-        ):
+        if scope is None or self.response.status_code != 101:
+            return
+        inbound: InboundExtension = {"charge": self._charge}
+        scope["extensions"][INBOUND_EXTENSION] = inbound
+        if "Sec-WebSocket-Extensions" not in self.response.headers:
             # no extension may transform frames on this connection: raw frames are safe
             ext: FramesExtension = {"write": self._write_frames, "writable": self.writable}
             scope["extensions"][FRAMES_EXTENSION] = ext
+
+    def _charge(self, weight: int) -> bool:
+        if self.close_sent or self.disconnected:
+            return False
+        if self._bucket.take(self.loop.time(), weight):
+            return True
+        self._close_for_flood()
+        return False
 
     async def send(self, message: ASGISendEvent) -> None:
         if message["type"] == "websocket.close" and self.handshake_complete:

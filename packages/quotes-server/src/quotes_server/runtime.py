@@ -46,14 +46,15 @@ from quotes_core import (
     TickerFilter,
     apply_action,
     error_event,
+    opening,
     parse_action,
     parse_quote,
     pong_event,
-    recovered_event,
     subscribed_event,
 )
 from quotes_server.connection import CloseCode, Connection, PlainOutbox, Receive, Send
 from quotes_server.frames import FramesExtension, text_frame
+from quotes_server.limits import InboundExtension
 from quotes_server.logs import RateLimitedLog, safe, truncate
 from quotes_server.metrics import Metrics
 from quotes_server.session import Session
@@ -63,6 +64,9 @@ from quotes_server.sources import FollowsInterest, QuoteSource, SourceState
 __all__ = ["Runtime"]
 
 log = logging.getLogger("quotes_server")
+
+QUEUE_FULL_REASON = "Slow consumer: too much queued"
+"""Close reason (with 1013) of a client whose queue passed its byte budget."""
 
 
 class Runtime:
@@ -230,6 +234,7 @@ class Runtime:
         remote: str,
         host: str,
         frames: FramesExtension | None,
+        inbound: InboundExtension | None = None,
         ticker_grant: frozenset[str] | None = None,
     ) -> Connection:
         """
@@ -244,7 +249,7 @@ class Runtime:
         else:
             hub = self.hub
         sub: Subscription[Any] = hub.subscribe(ticker_filter, mode=mode)
-        session = None if options.plain else Session(hub, sub, options)
+        session = None if options.plain else self._session(hub, sub, options)
         conn = Connection(
             hub,
             sub,
@@ -257,25 +262,29 @@ class Runtime:
             remote=remote,
             host=host,
             frames=frames,
+            inbound=inbound,
         )
         conn.ticker_grant = ticker_grant
         if session is not None:
             self._attach(conn, session)
-            since = options.since
-            if since is not None:
-                replay = None
-                if since.epoch == self.epoch:
-                    replay = self.history.since(
-                        since.seq, self.seq, ticker_filter, time.monotonic()
-                    )
-                session.control(recovered_event(replay is not None, self.epoch, self.seq))
-                if replay is not None:
-                    session.extend(replay)
-                elif options.snapshot:
-                    session.extend(self.snapshot.select(ticker_filter))
-            elif options.snapshot:
-                session.extend(self.snapshot.select(ticker_filter))
+            event, first = opening(
+                options,
+                ticker_filter,
+                self.history,
+                self.snapshot,
+                epoch=self.epoch,
+                last_seq=self.seq,
+                now=time.monotonic(),
+                replay_limit=self.settings.replay_limit,
+                replay_bytes=self.settings.client_queue_limit,
+            )
+            if event is not None:
+                session.control(event)
+            session.extend(first)
         return conn
+
+    def _session(self, hub: Hub[Any], sub: Subscription[Any], options: StreamOptions) -> Session:
+        return Session(hub, sub, options, self.settings.client_queue_limit)
 
     def _attach(self, conn: Connection, session: Session) -> None:
         conn.session = session
@@ -291,13 +300,47 @@ class Runtime:
         self.interest_changed()
 
     def on_client_text(self, conn: Connection, text: str) -> None:
-        """A client's text message: an action, answered with a control frame."""
+        """
+        A client's text message: an action, answered with a control frame. An action
+        weighs its size against the inbound rate (past it: 1008), and a client whose
+        queue passes its byte budget (it sends but does not read) is closed with 1013.
+        """
         session: Session | None = conn.session
         if session is None:  # the first action of a plain client
-            session = Session(conn.hub, conn.sub, StreamOptions())
+            session = self._session(conn.hub, conn.sub, StreamOptions())
             self._attach(conn, session)
         try:
+            self._act(conn, session, text)
+        except Exception as exc:  # a bug; one client's message must not kill the others
+            self.client_log(
+                logging.ERROR,
+                "client %s: failed to handle a message (%s: %s): %s",
+                conn.client_id,
+                type(exc).__name__,
+                safe(str(exc), 100),
+                safe(text, 100),
+                exc_info=True,
+            )
+            conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+            return
+        if session.over_budget:
+            self.metrics.limit_hits.labels("client_queue").inc()
+            self.metrics.slow_closes.inc()
+            self.client_log(
+                logging.WARNING,
+                "client %s queued over %d bytes without reading: closing with 1013",
+                conn.client_id,
+                session.budget,
+            )
+            conn.close(CloseCode.TRY_AGAIN_LATER, QUEUE_FULL_REASON)
+            return
+        conn.on_ready()
+
+    def _act(self, conn: Connection, session: Session, text: str) -> None:
+        try:
             action = parse_action(text)
+            if action.cost > 1 and not conn.charge(action.cost - 1):
+                return  # past the inbound rate: the connection is closing with 1008
             if action.kind == "ping":
                 session.control(pong_event(action.id, datetime.now(UTC)))
             else:
@@ -311,7 +354,6 @@ class Runtime:
                 safe(text, 100),
             )
             session.control(error_event(exc))
-        conn.on_ready()
 
     def _filter_action(
         self,

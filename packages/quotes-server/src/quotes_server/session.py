@@ -10,6 +10,13 @@ and the replay in order ahead of the live quotes, holds quotes back per ticker f
 something is held) and formats what goes out (``seq``/``epoch`` fields, JSON array
 frames). The decisions themselves (what a resume replays, what an action does to
 the filter) are the core's; the runtime wires them here.
+
+What a session queues outside the hub (a replay, a snapshot, control replies and
+the quotes moved ahead of them) is counted in bytes against a budget
+(:attr:`Session.over_budget`; the runtime closes a client past it with 1013), and
+is handed to the socket at most :data:`CHUNK_BYTES` at a time, each chunk only when
+the socket can take it; live quotes wait meanwhile in the hub, whose buffer is
+bounded on its own. So no client, reading or not, holds more than its budget here.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ from quotes_core import (
 )
 from quotes_server.frames import frame_text, text_frame
 
-__all__ = ["Element", "Session"]
+__all__ = ["CHUNK_BYTES", "Element", "Session"]
+
+CHUNK_BYTES = 64 * 1024
+"""Most queued bytes one write takes (the rest waits until the socket drains)."""
+
+_POSITION_BYTES = 40
+"""Room for ``,"seq":...,"epoch":"..."`` in a sequenced quote."""
 
 Element = str | bytes | StreamItem[bytes]
 """What a session queues: a control frame's JSON text, a plain quote frame, or a
@@ -45,12 +58,18 @@ class Session:
             ``Hub[StreamItem[bytes]]`` for sequenced, throttled or batched clients).
         sub: the connection's subscription.
         options: what the client asked for at the handshake.
+        budget: most bytes the session may hold queued (see :attr:`over_budget`).
     """
 
-    def __init__(self, hub: Hub[Any], sub: Subscription[Any], options: StreamOptions) -> None:
+    def __init__(
+        self, hub: Hub[Any], sub: Subscription[Any], options: StreamOptions, budget: int
+    ) -> None:
         self.hub = hub
         self.sub = sub
         self.options = options
+        self.budget = budget
+        self.queued = 0
+        """Bytes queued here (outside the hub), about what they will take on the wire."""
         self.throttle: Throttle[bytes] | None = (
             Throttle(options.max_hz) if options.max_hz is not None else None
         )
@@ -63,19 +82,32 @@ class Session:
 
     # --- what the runtime queues -------------------------------------------------------------
 
+    @property
+    def over_budget(self) -> bool:
+        """True when more than :attr:`budget` bytes are queued (a client not reading)."""
+        return self.queued > self.budget
+
     def control(self, text: str) -> None:
         """Queue a control frame, after everything already pending (hub included)."""
         self.flush_pending()
         self._out.append(text)
+        self.queued += len(text)
 
     def extend(self, items: Iterable[StreamItem[bytes]]) -> None:
         """Queue quotes (a snapshot or a replay) after everything already queued."""
-        self._out.extend(items)
+        out = self._out
+        size = 0
+        for item in items:
+            out.append(item)
+            size += len(item.payload) + _POSITION_BYTES
+        self.queued += size
 
     def flush_pending(self) -> None:
         """Move the hub's pending quotes into the queue, so what follows comes after them."""
         if self.sub.pending:
-            self._out.extend(self._admit(self.hub.drain(self.sub)))
+            moved = self._admit(self.hub.drain(self.sub))
+            self._out.extend(moved)
+            self.queued += sum(map(_size, moved))
 
     def retain(self, ticker_filter: TickerFilter) -> None:
         """Drop held-back quotes of tickers the new filter no longer wants."""
@@ -97,7 +129,12 @@ class Session:
 
     def take(self) -> tuple[list[bytes], int]:
         out = self._out
+        if self.queued > CHUNK_BYTES:
+            # a replay, a snapshot or replies held for a slow reader: one chunk now,
+            # the next when the socket has taken it; live quotes wait in the hub
+            return self._format(self._cut(CHUNK_BYTES))
         self._out = []
+        self.queued = 0
         live = self.hub.drain(self.sub) if self.sub.pending else []
         if self.throttle is not None:
             self._due = False
@@ -111,6 +148,21 @@ class Session:
         return self._format(out)
 
     # --- internals -----------------------------------------------------------------------------
+
+    def _cut(self, most: int) -> list[Element]:
+        """Take the oldest queued elements, ``most`` bytes of them (at least one)."""
+        out = self._out
+        size = 0
+        n = 0
+        for e in out:
+            size += _size(e)
+            n += 1
+            if size >= most:
+                break
+        chunk = out[:n]
+        del out[:n]
+        self.queued -= size
+        return chunk
 
     def _admit(self, live: list[Any]) -> list[Any]:
         if self.throttle is None or not live:
@@ -173,3 +225,10 @@ class Session:
         if group:
             frames.append(text_frame("[" + ",".join(group) + "]"))
         return frames, quotes
+
+
+def _size(e: Element) -> int:
+    """About what a queued element takes on the wire, in bytes."""
+    if isinstance(e, StreamItem):
+        return len(e.payload) + _POSITION_BYTES
+    return len(e)

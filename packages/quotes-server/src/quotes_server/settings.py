@@ -14,7 +14,13 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from quotes_core import DEFAULT_FLUSH_WINDOW, DEFAULT_SHARDS, MAX_SHARDS
+from quotes_core import (
+    DEFAULT_FLUSH_WINDOW,
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_REPLAY_LIMIT,
+    DEFAULT_SHARDS,
+    MAX_SHARDS,
+)
 
 __all__ = ["Settings"]
 
@@ -74,6 +80,13 @@ class Settings(BaseSettings):
     """Quotes the resume window holds (``since=``), per process."""
     history_age: float = Field(120.0, gt=0)
     """Seconds a quote stays in the resume window."""
+    replay_limit: int = Field(DEFAULT_REPLAY_LIMIT, ge=0)
+    """Most quotes one resume (``since=``) replays; a resume that would replay more
+    answers ``recovered: false`` (then the snapshot, when asked)."""
+    client_queue_limit: int = Field(DEFAULT_QUEUE_BYTES, ge=64 * 1024)
+    """Most bytes queued for one client besides its buffer of live quotes (a replay, a
+    snapshot, control replies); a replay must fit in it, and a client that sends
+    actions while its queue is over it is closed with 1013."""
     close_timeout: float = Field(10.0, gt=0)
     """Seconds to wait for a client to answer our close frame before dropping the socket."""
 
