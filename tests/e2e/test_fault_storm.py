@@ -49,6 +49,22 @@ async def flooder(url: str) -> int | None:
     return closed.rcvd.code if closed.rcvd is not None else None
 
 
+async def big_actions(url: str) -> tuple[str, int | None]:
+    """
+    A 2,000-ticker action (refused), then 1,000-ticker sets until the server closes:
+    the error code of the first and the close code.
+    """
+    async with open_ws(url) as ws:
+        await ws.send(json.dumps({"action": "set", "tickers": [f"X{i}" for i in range(2000)]}))
+        first = json.loads(await ws.recv())
+        big = json.dumps({"action": "set", "tickers": [f"X{i}" for i in range(1000)]})
+        with contextlib.suppress(ConnectionClosed):
+            for _ in range(10):
+                await ws.send(big)
+        closed = await wait_closed(ws, timeout=60)
+    return first.get("code", ""), closed.rcvd.code if closed.rcvd is not None else None
+
+
 async def half_handshake(port: int) -> bytes:
     """Send half a request and wait for the server to give up on it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -76,7 +92,8 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:
     """
-    200 floods, 200 half handshakes, 50 huge handshakes, 50 stalled readers and an
+    200 floods, 200 half handshakes, 50 huge handshakes, 50 stalled readers, 40
+    never-reading resumes, 20 clients of 1,000- and 2,000-ticker actions and an
     expired token, all at once: healthy clients get every quote in order, and
     connections, fds and tasks return to their baseline.
     """
@@ -98,6 +115,9 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
     auth = f"access_token={TOKEN}"
     async with open_ws(f"{base}?{auth}"):  # warm up lazily created resources
         pass
+    async with open_ws(f"{base}?seq=1&{auth}") as ws:  # the position before the storm
+        redis_server.publish(CHANNEL, quote_bytes("START", 0))
+        start = json.loads(await ws.recv())
     wait_until(lambda: ready(server)["connections"] == 0, what="warm-up closed")
     fds, tasks = proc.num_fds(), ready(server)["tasks"]
 
@@ -106,6 +126,10 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
         open_ws(f"{base}?tickers=AAPL,END&{auth}", max_queue=None) as one_ticker,
     ):
         stalled = [raw_handshake(server.port, f"/ws/quotes?{auth}", rcvbuf=4096) for _ in range(50)]
+        since = f"since={start['epoch']}:{start['seq']}&{auth}"
+        resuming = [
+            raw_handshake(server.port, f"/ws/quotes?{since}", rcvbuf=4096) for _ in range(20)
+        ]
         expired = jwt.encode({"exp": int(time.time()) - 1}, SECRET, algorithm="HS256")
         messages = [quote_bytes(TICKERS[i % 4], i) for i in range(N_QUOTES)]
         messages.append(quote_bytes("END", N_QUOTES))
@@ -116,7 +140,12 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
             *(flooder(f"{base}?tickers=MSFT&{auth}") for _ in range(200)),
             *(half_handshake(server.port) for _ in range(200)),
             *(huge_handshake(server.port) for _ in range(50)),
+            *(big_actions(f"{base}?tickers=MSFT&{auth}") for _ in range(20)),
         )
+        # resumes that start while the quotes pour in: a replay, or recovered:false
+        resuming += [
+            raw_handshake(server.port, f"/ws/quotes?{since}", rcvbuf=4096) for _ in range(20)
+        ]
         got_all, got_one = await asyncio.gather(
             collect_until(all_tickers, lambda q: q["ticker"] == "END", timeout=240),
             collect_until(one_ticker, lambda q: q["ticker"] == "END", timeout=240),
@@ -130,13 +159,16 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
         assert [q["volume"] for q in got_one] == [*range(0, N_QUOTES, 4), N_QUOTES]
         assert results[:200] == [1008] * 200
         assert all(r.startswith(b"HTTP/1.1 408") for r in results[200:400])
-        assert all(r.startswith(b"HTTP/1.1 414") for r in results[400:])
+        assert all(r.startswith(b"HTTP/1.1 414") for r in results[400:450])
+        assert results[450:] == [("too_many_tickers", 1008)] * 20
         wait_until(
-            lambda: server.metric("quotes_slow_consumer_closes_total") == len(stalled),
+            lambda: (
+                server.metric("quotes_slow_consumer_closes_total") == len(stalled) + len(resuming)
+            ),
             timeout=60,
             what="stalled readers closed",
         )
-        for s in stalled:
+        for s in stalled + resuming:
             s.close()
         wait_until(lambda: ready(server)["connections"] == 2, timeout=30, what="only healthy left")
 
@@ -144,7 +176,7 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
     assert ready(server)["subscriptions"] == 0
     wait_until(lambda: proc.num_fds() <= fds, timeout=30, what="fds back to baseline")
     wait_until(lambda: ready(server)["tasks"] <= tasks, timeout=30, what="tasks back to baseline")
-    assert server.metric("quotes_limit_hits_total", 'limit="inbound_rate"') == 200
+    assert server.metric("quotes_limit_hits_total", 'limit="inbound_rate"') == 220
     assert server.metric("quotes_limit_hits_total", 'limit="handshake_timeout"') == 200
     assert server.metric("quotes_limit_hits_total", 'limit="url_too_long"') == 50
     assert server.metric("quotes_ws_handshakes_total", 'outcome="unauthorized"') == 1
