@@ -91,6 +91,10 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_HANDSHAKE_TIMEOUT",
         "seconds a connection has to send its request head (default 10)",
     ),
+    "http_request_timeout": (
+        "QUOTES_HTTP_REQUEST_TIMEOUT",
+        "seconds a connection has to send a whole request, body included (default 30)",
+    ),
     "auth_tokens_file": (
         "QUOTES_AUTH_TOKENS_FILE",
         "file of static tokens (turns auth on; secrets: QUOTES_AUTH_TOKENS, QUOTES_JWT_SECRET)",

@@ -275,6 +275,8 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         max_header_size=settings.http_max_header_size,
         max_headers=settings.http_max_headers,
         max_head_size=settings.http_max_head_size,
+        request_timeout=settings.http_request_timeout,
+        max_body_size=settings.http_max_body_size,
         inbound_rate=settings.ws_inbound_rate,
         inbound_burst=settings.ws_inbound_burst,
         on_limit=lambda event: metrics.limit_hits.labels(event).inc(),

@@ -24,6 +24,8 @@ LIMIT_EVENTS = (
     "headers_too_large",
     "invalid_request",
     "inbound_rate",
+    "request_timeout",
+    "body_too_large",
 )
 """Names reported to :attr:`ProtocolLimits.on_limit`."""
 
@@ -53,6 +55,11 @@ class ProtocolLimits:
     """Most header fields in a request; more gets 431."""
     max_head_size: int = 64 * 1024
     """Most bytes of request line plus headers; more gets 431."""
+    request_timeout: float = 30.0
+    """Seconds from TCP accept (or the first byte of a request) to a complete request,
+    body included; later gets 408 (or a close, when a response already started)."""
+    max_body_size: int = 16 * 1024
+    """Largest request body in bytes (0: no cap); larger gets 413."""
     inbound_rate: float = 50.0
     """Client frames (messages, pings and pongs) allowed per second, on average."""
     inbound_burst: int = 200
