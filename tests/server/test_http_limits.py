@@ -1,4 +1,4 @@
-"""Plain HTTP requests are bounded: a deadline for a whole request, and its body's size."""
+"""Plain HTTP requests are bounded: a deadline for a whole request, its body, open connections."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import pytest
 
 from tests.helpers.processes import RedisServer, ServerProcess, python_module
 from tests.helpers.rawws import read_all, status_of
-from tests.helpers.server import StartServer
+from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.streaming_app import TICKS
+from tests.helpers.ws import open_ws, recv_json
 
 pytestmark = pytest.mark.anyio
 
@@ -156,6 +157,48 @@ async def test_blank_lines_do_not_keep_an_idle_connection_open(
         sent, response = trickle(sock, b"\r\n" * 100)
     assert response == b""
     assert sent < 100
+
+
+async def test_past_the_http_connection_cap_new_connections_get_503(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """
+    Past ``http_max_connections`` a connection gets 503 with Retry-After at once; a
+    WebSocket keeps streaming, and once the idle connections go, HTTP is served again.
+    """
+    server = start_server(redis_server, http_max_connections=2, retry_after=7)
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
+        with _connect(server.port) as idle1, _connect(server.port) as idle2:
+            # the server accepts in order, so both idle connections count before these
+            with _connect(server.port) as third, _connect(server.port) as fourth:
+                responses = [read_all(s, timeout=20) for s in (third, fourth)]  # sending nothing
+            for response in responses:
+                assert status_of(response) == 503
+                assert b"\r\nretry-after: 7\r\n" in response.lower()
+                assert b"more than 2 open HTTP connections" in response
+            redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+            assert (await recv_json(ws))["volume"] == 1
+            for idle in (idle1, idle2):
+                # the counted ones are served; the server closing them frees their slots
+                idle.sendall(HEALTH + b"Connection: close\r\n\r\n")
+                assert status_of(read_all(idle)) == 200
+        assert server.get("/health")[0] == 200
+        assert _limit_hits(server, "http_connections") == 2
+    assert server.log().count("HTTP connections open: new ones get 503") == 1  # no log flood
+
+
+async def test_websockets_leave_the_http_connection_count_at_the_upgrade(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """With an HTTP cap of 2, three WebSockets open and stream, and plain HTTP is still served."""
+    server = start_server(redis_server, http_max_connections=2)
+    url = f"{server.ws_url}/ws/quotes?tickers=AAPL"
+    async with open_ws(url) as a, open_ws(url) as b, open_ws(url) as c:
+        assert server.get("/health")[0] == 200
+        redis_server.publish(CHANNEL, quote_bytes("AAPL", 4))
+        for ws in (a, b, c):
+            assert (await recv_json(ws))["volume"] == 4
+    assert _limit_hits(server, "http_connections") == 0
 
 
 def test_a_streaming_response_outlives_the_request_deadline(

@@ -277,6 +277,8 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         max_head_size=settings.http_max_head_size,
         request_timeout=settings.http_request_timeout,
         max_body_size=settings.http_max_body_size,
+        max_http_connections=settings.http_max_connections,
+        retry_after=settings.retry_after,
         inbound_rate=settings.ws_inbound_rate,
         inbound_burst=settings.ws_inbound_burst,
         on_limit=lambda event: metrics.limit_hits.labels(event).inc(),

@@ -1,11 +1,12 @@
 """
-uvicorn's httptools HTTP protocol with limits on each request.
+uvicorn's httptools HTTP protocol with limits on each request and on connections.
 
 uvicorn parses every request (WebSocket upgrades included) with httptools, which
 has no limit of its own on the request line, the headers or the body, and no
 deadline for a request to arrive: a peer that sends half a request, an endless
 header or a body one byte at a time keeps its connection (and a growing buffer)
-forever. This protocol adds (:class:`~quotes_server.limits.ProtocolLimits`):
+forever, and uvicorn counts no connection that has not reached the app. This
+protocol adds (:class:`~quotes_server.limits.ProtocolLimits`):
 
 - a **handshake timeout**: a request head not complete within
   ``handshake_timeout`` seconds of the TCP accept (or of its first byte, on a
@@ -16,7 +17,10 @@ forever. This protocol adds (:class:`~quotes_server.limits.ProtocolLimits`):
   request is complete, its response may stream for as long as the app likes;
 - a cap on the **request target** (``414``), on each **header** and on the number
   of headers (``431``), on the **whole head** (``431``) and on the **body**
-  (``413``), checked before the bytes are buffered.
+  (``413``), checked before the bytes are buffered;
+- a cap on **open plain-HTTP connections** per process: past it a new connection
+  gets ``503`` with ``Retry-After`` at once. A connection counts from its accept
+  until it closes or upgrades to a WebSocket (WebSockets have their own caps).
 
 The app sees a request only once its body has arrived (nginx's request buffering),
 so the app never answers half a request and a request that times out can still be
@@ -44,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["QuotesHttpProtocol", "RequestRejected"]
 
+# without a lifespan (no limits in the app state) every connection still shares one count
 _DEFAULT_LIMITS = ProtocolLimits()
 
 
@@ -66,7 +71,7 @@ class _Phase(enum.Enum):
 
 
 class QuotesHttpProtocol(HttpToolsProtocol):
-    """uvicorn's ``httptools`` protocol with request deadlines and size limits."""
+    """uvicorn's ``httptools`` protocol with request deadlines, size limits and a connection cap."""
 
     def __init__(
         self,
@@ -86,17 +91,45 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         self._body_bytes = 0
         self._held: tuple[RequestResponseCycle, ASGI3Application] | None = None
         self._got_bytes = False
+        self._counted = False
         self._rejected = False
 
-    # --- the connection ---------------------------------------------------------------------
+    # --- the connection cap --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        count, cap = self.limits.http_connections, self.limits.max_http_connections
+        if not count.acquire(cap):
+            self.limits.on_limit("http_connections")
+            if not count.refusing:  # one line per episode, not one per refused connection
+                count.refusing = True
+                self.logger.warning(
+                    "%d HTTP connections open: new ones get 503 until one closes", cap
+                )
+            # at once: waiting for a request would hold the very socket the cap protects
+            self._answer(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"more than {cap} open HTTP connections",
+                retry_after=self.limits.retry_after,
+                log=False,
+            )
+            return
+        self._counted = True
         self._begin_request()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.limits.http_connections.release()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        self._uncount()
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._uncount()  # from here on it is a WebSocket, counted by the app
+        super().handle_websocket_upgrade()
 
     def shutdown(self) -> None:
         if self._held is not None:
@@ -280,7 +313,14 @@ class QuotesHttpProtocol(HttpToolsProtocol):
             return not cycle.response_started  # the cycle is this request's
         return cycle.response_complete  # the cycle is the previous request's
 
-    def _answer(self, status: HTTPStatus, message: str) -> None:
+    def _answer(
+        self,
+        status: HTTPStatus,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        log: bool = True,
+    ) -> None:
         self._rejected = True
         self._cancel_deadline()
         self._held = None
@@ -290,14 +330,16 @@ class QuotesHttpProtocol(HttpToolsProtocol):
             # the app (if it runs) gets http.disconnect and its writes are dropped
             cycle.disconnected = True
             cycle.message_event.set()
-        self.logger.info("HTTP request rejected with %d: %s", status.value, message)
+        if log:
+            self.logger.info("HTTP request rejected with %d: %s", status.value, message)
         if answer:
             body = f"{status.value} {status.phrase}: {message}\n".encode()
+            extra = f"retry-after: {retry_after}\r\n" if retry_after is not None else ""
             head = (
                 f"HTTP/1.1 {status.value} {status.phrase}\r\n"
                 "content-type: text/plain; charset=utf-8\r\n"
                 f"content-length: {len(body)}\r\n"
-                "connection: close\r\n\r\n"
+                f"{extra}connection: close\r\n\r\n"
             ).encode()
             self.transport.write(head + body)
         self.transport.close()

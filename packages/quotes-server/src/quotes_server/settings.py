@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     It bounds receiving the request, never how long its response streams."""
     http_max_body_size: int = Field(16 * 1024, ge=0)
     """Largest request body in bytes (0: no cap); larger gets 413 (no endpoint takes one)."""
+    http_max_connections: int = Field(1000, ge=0)
+    """Most open plain-HTTP connections per process (0: no cap), WebSocket handshakes
+    included until they upgrade; past it a new connection gets 503 at once."""
     ws_inbound_rate: float = Field(50.0, gt=0)
     """Client frames (messages, pings, pongs) allowed per second on average; past the
     burst the connection is closed with 1008."""
