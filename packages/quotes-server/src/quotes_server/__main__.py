@@ -100,6 +100,14 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_HANDSHAKE_TIMEOUT",
         "seconds a connection has to send its request head (default 10)",
     ),
+    "http_request_timeout": (
+        "QUOTES_HTTP_REQUEST_TIMEOUT",
+        "seconds a connection has to send a whole request, body included (default 30)",
+    ),
+    "http_max_connections": (
+        "QUOTES_HTTP_MAX_CONNECTIONS",
+        "open plain-HTTP connections per process, 0 for no cap (default 1000)",
+    ),
     "auth_tokens_file": (
         "QUOTES_AUTH_TOKENS_FILE",
         "file of static tokens (turns auth on; secrets: QUOTES_AUTH_TOKENS, QUOTES_JWT_SECRET)",

@@ -6,6 +6,10 @@ state (key :data:`LIMITS_STATE_KEY`): uvicorn creates a protocol object per
 connection with that state, before any ASGI code runs for it. Every limit that
 trips is reported through :attr:`ProtocolLimits.on_limit` with one of the names
 in :data:`LIMIT_EVENTS`, which the server counts in ``quotes_limit_hits``.
+
+One piece of it is shared mutable state: :class:`HttpConnectionCount`, the
+process's count of open plain-HTTP connections, which every protocol object of the
+process updates (one event loop per process, so no lock is needed).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ __all__ = [
     "INBOUND_EXTENSION",
     "LIMITS_STATE_KEY",
     "LIMIT_EVENTS",
+    "HttpConnectionCount",
     "InboundExtension",
     "ProtocolLimits",
 ]
@@ -31,12 +36,43 @@ LIMIT_EVENTS = (
     "headers_too_large",
     "invalid_request",
     "inbound_rate",
+    "request_timeout",
+    "body_too_large",
+    "http_connections",
 )
 """Names reported to :attr:`ProtocolLimits.on_limit`."""
 
 
 def _ignore(_event: str) -> None:
     return None
+
+
+class HttpConnectionCount:
+    """
+    Open plain-HTTP connections of one process.
+
+    A connection counts from its TCP accept until it closes or upgrades to a
+    WebSocket (WebSockets have their own caps, in the app).
+    """
+
+    __slots__ = ("open", "refusing")
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.refusing = False
+        """Set by whoever refuses a connection; cleared when one is admitted again."""
+
+    def acquire(self, cap: int) -> bool:
+        """Count one more connection unless ``cap`` (0: none) is reached; tell whether it was."""
+        if cap and self.open >= cap:
+            return False
+        self.open += 1
+        self.refusing = False
+        return True
+
+    def release(self) -> None:
+        """Stop counting a connection :meth:`acquire` counted."""
+        self.open -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +96,23 @@ class ProtocolLimits:
     """Most header fields in a request; more gets 431."""
     max_head_size: int = 64 * 1024
     """Most bytes of request line plus headers; more gets 431."""
+    request_timeout: float = 30.0
+    """Seconds from TCP accept (or the first byte of a request) to a complete request,
+    body included; later gets 408 (or a close, when a response already started)."""
+    max_body_size: int = 16 * 1024
+    """Largest request body in bytes (0: no cap); larger gets 413."""
+    max_http_connections: int = 1000
+    """Most open plain-HTTP connections per process (0: no cap); past it 503 at once."""
+    retry_after: int = 5
+    """``Retry-After`` seconds sent with the 503 of :attr:`max_http_connections`."""
     inbound_rate: float = 50.0
     """Client frames (messages, pings and pongs) allowed per second, on average."""
     inbound_burst: int = 200
     """Client frames allowed in a burst above the average rate."""
+    http_connections: HttpConnectionCount = field(
+        default_factory=HttpConnectionCount, compare=False
+    )
+    """The process's open plain-HTTP connections, shared by every connection handed this."""
     on_limit: Callable[[str], None] = field(default=_ignore, compare=False)
     """Called with the name of each limit that trips (see :data:`LIMIT_EVENTS`)."""
 

@@ -165,6 +165,7 @@ class Metrics:
             "quotes_limit_hits",
             "Connections refused or closed by a protocol limit: handshake_timeout (408 or "
             "close), url_too_long (414), headers_too_large (431), invalid_request (400), "
+            "request_timeout (408 or close), body_too_large (413), http_connections (503), "
             "inbound_rate (1008), token_expired (1008), client_queue (1013).",
             ["limit"],
             registry=r,

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quotes_core import (
@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     """Most header fields per request; more gets 431."""
     http_max_head_size: int = Field(64 * 1024, ge=4096)
     """Most bytes of request line and headers together; more gets 431."""
+    http_request_timeout: float = Field(30.0, gt=0)
+    """Seconds a request has, body included, from the TCP accept (or its first byte on a
+    kept-alive connection) to its end (else 408 and close); at least ``handshake_timeout``.
+    It bounds receiving the request, never how long its response streams."""
+    http_max_body_size: int = Field(16 * 1024, ge=0)
+    """Largest request body in bytes (0: no cap); larger gets 413 (no endpoint takes one)."""
+    http_max_connections: int = Field(1000, ge=0)
+    """Most open plain-HTTP connections per process (0: no cap), WebSocket handshakes
+    included until they upgrade; past it a new connection gets 503 at once."""
     ws_inbound_rate: float = Field(50.0, gt=0)
     """Client frames (messages, pings, pongs) allowed per second on average; past the
     burst the connection is closed with 1008."""
@@ -168,6 +177,15 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _request_outlasts_head(self) -> Self:
+        if self.http_request_timeout < self.handshake_timeout:
+            raise ValueError(
+                f"http_request_timeout ({self.http_request_timeout:g}) must be at least "
+                f"handshake_timeout ({self.handshake_timeout:g}): the request includes its head"
+            )
+        return self
 
     @property
     def demo(self) -> bool:
