@@ -78,6 +78,46 @@ async def test_ticker_grants_limit_what_a_token_subscribes(
     assert server.metric("quotes_ws_handshakes_total", 'outcome="forbidden"') == 9
 
 
+async def test_an_empty_grant_grants_nothing(
+    redis_server: RedisServer, start_server: StartServer, tmp_path: Path
+) -> None:
+    """JWTs whose tickers claim is empty, and a tokens-file line with an empty list, get 403."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{STATIC} ,\n{LIMITED}\n")
+    server = start_server(redis_server, auth_tokens_file=tokens, jwt_secret=SECRET)
+    base = f"{server.ws_url}/ws/quotes"
+    empty = [hs256(tickers=claim) for claim in ([], "", None, " , ", [" "])]
+    for token in [*empty, STATIC]:
+        for query in ("tickers=AAPL", "tickers=*", ""):
+            status, _h, body = await handshake_rejection(f"{base}?{query}&access_token={token}")
+            assert (status, body) == (403, "the token grants no tickers\n")
+    assert server.metric("quotes_ws_handshakes_total", 'outcome="forbidden"') == 18
+    # absent means every ticker, for a JWT and for a tokens-file line alike
+    await _stream_one(redis_server, f"{base}?access_token={hs256()}")
+    await _stream_one(redis_server, f"{base}?access_token={LIMITED}")
+    for claim in (5, {"AAPL": True}, ["AAPL", 1]):
+        status, _h, body = await handshake_rejection(
+            f"{base}?tickers=AAPL&access_token={hs256(tickers=claim)}"
+        )
+        assert status == 401
+        assert "tickers claim" in body
+
+
+async def test_actions_outside_a_jwt_grant_are_forbidden(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """A JWT granting AAPL that subscribes to MSFT gets ``forbidden`` and keeps its filter."""
+    server = start_server(redis_server, jwt_secret=SECRET)
+    token = hs256(tickers=["AAPL"])
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL&seq=1&access_token={token}") as ws:
+        await ws.send('{"action":"subscribe","tickers":["MSFT"]}')
+        frame = await recv_json(ws)
+        assert (frame["event"], frame["code"]) == ("error", "forbidden")
+        redis_server.publish_many(CHANNEL, [quote_bytes("MSFT", 1), quote_bytes("AAPL", 2)])
+        quote = await recv_json(ws)
+        assert (quote["ticker"], quote["volume"]) == ("AAPL", 2)
+
+
 async def test_jwts_hs256_and_rs256(
     redis_server: RedisServer, start_server: StartServer, tmp_path: Path
 ) -> None:

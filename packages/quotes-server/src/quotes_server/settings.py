@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     auth_tokens: Annotated[list[str], NoDecode] = []
     """Static bearer tokens (comma-separated in ``QUOTES_AUTH_TOKENS``)."""
     auth_tokens_file: Path | None = None
-    """File of static tokens: one per line, optionally followed by the tickers it may
-    subscribe to (``token AAPL,MSFT``); ``#`` starts a comment."""
+    """File of static tokens: one per line, optionally followed by the tickers it grants
+    (``token`` alone: every ticker; ``token AAPL,MSFT``: those; ``token ,``: none);
+    ``#`` starts a comment."""
     jwt_secret: SecretStr | None = None
     """Shared secret of HS256 JSON Web Tokens."""
     jwt_public_key_file: Path | None = None
