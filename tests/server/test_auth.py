@@ -152,11 +152,40 @@ async def test_jwts_hs256_and_rs256(
     assert "auth=jwt sub='alice'" in server.log()
 
 
+async def test_jwt_leeway_tolerates_an_issuer_clock_ahead(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """With the default 5 s leeway, ``iat``/``nbf`` 2 s ahead pass; ``nbf`` an hour ahead is 401."""
+    server = start_server(redis_server, jwt_secret=SECRET)
+    base = f"{server.ws_url}/ws/quotes?tickers=AAPL"
+    ahead = int(time.time()) + 2
+    await _stream_one(redis_server, f"{base}&access_token={hs256(iat=ahead, nbf=ahead)}")
+    for claim in ("nbf", "iat"):
+        late = hs256(**{claim: int(time.time()) + 3600})
+        status, _h, body = await handshake_rejection(f"{base}&access_token={late}")
+        assert status == 401
+        assert f"not yet valid ({claim})" in body
+
+
+async def test_jwt_leeway_on_expiry(redis_server: RedisServer, start_server: StartServer) -> None:
+    """
+    A token expired by less than the leeway opens a stream that is not closed at
+    once; one expired by more is 401.
+    """
+    server = start_server(redis_server, jwt_secret=SECRET, jwt_leeway=60)
+    base = f"{server.ws_url}/ws/quotes?tickers=AAPL"
+    # closed only at exp + leeway, 50 s from now: long after this quote arrives
+    await _stream_one(redis_server, f"{base}&access_token={hs256(exp_in=-10)}")
+    status, _h, body = await handshake_rejection(f"{base}&access_token={hs256(exp_in=-120)}")
+    assert (status, body) == (401, "invalid token: expired\n")
+    assert server.metric("quotes_limit_hits_total", 'limit="token_expired"') == 0
+
+
 async def test_connection_closed_with_1008_when_its_jwt_expires(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:
-    """A connection outlives its token by nothing: at ``exp`` it is closed with 1008."""
-    server = start_server(redis_server, jwt_secret=SECRET)
+    """A connection outlives its token by the leeway only: then it is closed with 1008."""
+    server = start_server(redis_server, jwt_secret=SECRET, jwt_leeway=1)
     token = hs256(exp_in=2)
     async with open_ws(f"{server.ws_url}/ws/quotes?access_token={token}") as ws:
         closed = await wait_closed(ws, timeout=30)

@@ -10,7 +10,8 @@ in proxy logs and browser history). Tokens are:
 - **static**: compared by SHA-256 digest, each optionally limited to a set of
   tickers (``token AAPL,MSFT`` in the tokens file);
 - **JWTs** (PyJWT), HS256 with ``jwt_secret`` or RS256 with ``jwt_public_key_file``:
-  ``exp`` is required, ``aud``/``iss`` are checked when configured, and an optional
+  ``exp`` is required, ``exp``/``nbf``/``iat`` are checked with ``jwt_leeway`` seconds
+  of tolerance, ``aud``/``iss`` are checked when configured, and an optional
   ``tickers`` claim (a list, or a comma-separated string) limits what the token may
   subscribe to.
 
@@ -75,7 +76,8 @@ class Grant:
     tickers: frozenset[str] | None = None
     """The tickers it may subscribe to; ``None`` means every ticker, an empty set none."""
     expires_at: float | None = None
-    """Its expiry (Unix time), if any: the connection is closed with 1008 then."""
+    """When the token stops being accepted (Unix time: a JWT's ``exp`` plus the leeway),
+    if ever: the connection is closed with 1008 then."""
 
     def allows(self, wanted: TickerFilter) -> bool:
         """
@@ -147,6 +149,7 @@ class Authenticator:
             self._jwt_keys.append((settings.jwt_public_key_file.read_bytes(), "RS256"))
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway
 
     def _load_file(self, path: Path) -> None:
         for lineno, line in enumerate(path.read_text().splitlines(), 1):
@@ -203,6 +206,7 @@ class Authenticator:
                     algorithms=[alg],
                     audience=self._audience,
                     issuer=self._issuer,
+                    leeway=self._leeway,
                     options={"require": ["exp"]},
                 )
             except jwt.ExpiredSignatureError:
@@ -218,7 +222,8 @@ class Authenticator:
                 tickers = parse_grant(claims["tickers"]) if "tickers" in claims else None
             except InvalidGrant as exc:
                 raise Unauthorized(f"invalid token: {exc}") from None
-            return Grant(subject, tickers, float(claims["exp"]))
+            # the connection ends when a new handshake with this token would be refused
+            return Grant(subject, tickers, float(claims["exp"]) + self._leeway)
         raise Unauthorized(error)
 
 

@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     """Required ``aud`` claim of JWTs, if set."""
     jwt_issuer: str | None = None
     """Required ``iss`` claim of JWTs, if set."""
+    jwt_leeway: float = Field(5.0, ge=0, le=300)
+    """Seconds of clock skew tolerated on a JWT's ``exp``, ``nbf`` and ``iat`` (its issuer's
+    clock may run ahead of ours); a connection is closed that long after ``exp``."""
 
     demo_rate: float = Field(200.0, gt=0)
     """Quotes per second of the built-in demo feed."""
