@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.helpers.processes import RedisServer
+from tests.helpers.processes import ROOT, RedisServer, free_port, python_module
 from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json, wait_closed
 
@@ -222,3 +224,38 @@ async def test_tokens_never_reach_the_log(
     assert "access_token=[redacted]" in log
     for secret in (STATIC, jwt_token, SECRET):
         assert secret not in log
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        python_module("quotes_server", "--port", "{port}"),
+        python_module("uvicorn", "quotes_server.app:create_app", "--factory", "--port", "{port}"),
+    ],
+    ids=["quotes-server", "uvicorn-factory"],
+)
+def test_short_hs256_secret_is_refused_at_start_up(argv: list[str]) -> None:
+    """A QUOTES_JWT_SECRET under 32 bytes stops the server (CLI or factory) with a clear line."""
+    short = "s" * 31
+    port = str(free_port())
+    done = subprocess.run(
+        [a.replace("{port}", port) for a in argv],
+        env={**os.environ, "QUOTES_JWT_SECRET": short},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    message = (
+        "QUOTES_JWT_SECRET must be at least 32 bytes "
+        "(HS256 needs a 256-bit key, RFC 7518 section 3.2); it has 31"
+    )
+    assert message in done.stderr
+    assert short not in done.stderr + done.stdout
+    if argv[2] == "quotes_server":
+        assert (
+            done.stderr.strip()
+            == f"quotes-server: invalid settings: jwt_secret: Value error, {message}"
+        )

@@ -16,9 +16,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quotes_core import DEFAULT_FLUSH_WINDOW, DEFAULT_SHARDS, MAX_SHARDS
 
-__all__ = ["Settings"]
+__all__ = ["MIN_JWT_SECRET_BYTES", "Settings"]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+MIN_JWT_SECRET_BYTES = 32
+"""Shortest HS256 secret accepted: RFC 7518 section 3.2 asks for a key of at least the
+hash's size (256 bits); a shorter one invites an offline brute force of any logged token."""
 
 
 class Settings(BaseSettings):
@@ -27,7 +31,10 @@ class Settings(BaseSettings):
     ``QUOTES_<NAME>`` (e.g. ``QUOTES_REDIS_URL``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="QUOTES_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused secret must not be echoed in a traceback
+    model_config = SettingsConfigDict(
+        env_prefix="QUOTES_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     """Interface to listen on."""
@@ -153,6 +160,18 @@ class Settings(BaseSettings):
     def _check_networks(cls, value: list[str]) -> list[str]:
         for item in value:
             ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            size = len(value.get_secret_value().encode())
+            if size < MIN_JWT_SECRET_BYTES:
+                raise ValueError(
+                    f"QUOTES_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes "
+                    f"(HS256 needs a 256-bit key, RFC 7518 section 3.2); it has {size}"
+                )
         return value
 
     @field_validator("redis_url", "jwt_audience", "jwt_issuer", mode="before")
