@@ -17,6 +17,11 @@ connection (:class:`~quotes_server.limits.ProtocolLimits`):
 
 Every rejection is a complete HTTP response followed by a close, so any client
 (browser, ``websockets``, curl) sees a real status at once.
+
+Every scope it hands the app, WebSocket upgrades included, carries the
+:data:`~quotes_server.guard.SERVED_BY_EXTENSION` mark, so the app can refuse to
+serve when uvicorn runs without our protocols or with another proxy rule
+(:mod:`quotes_server.guard`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from quotes_server.guard import SERVED_BY_EXTENSION, ServedBy
 from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
 
 __all__ = ["HeadRejected", "QuotesHttpProtocol"]
@@ -63,6 +69,7 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._got_bytes = False
         self._rejected = False
+        self._served_by: dict[object, object] = {"config": ServedBy.of(config)}
 
     # --- the head deadline ---------------------------------------------------------------
 
@@ -135,6 +142,7 @@ class QuotesHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope["extensions"] = {SERVED_BY_EXTENSION: self._served_by}
         self._start_head()
 
     def on_url(self, url: bytes) -> None:
@@ -165,6 +173,14 @@ class QuotesHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._end_head()
         super().on_headers_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        super().handle_websocket_upgrade()
+        # the WebSocket protocol built its scope while it read the upgrade request and
+        # created the app's task, which has not run yet: mark the scope before it does
+        scope: Any = getattr(self.transport.get_protocol(), "scope", None)
+        if isinstance(scope, dict):
+            scope.setdefault("extensions", {})[SERVED_BY_EXTENSION] = self._served_by
 
     # --- answers -----------------------------------------------------------------------------
 
