@@ -68,7 +68,7 @@ async def test_without_our_protocols_every_request_gets_500(
     ("options", "settings", "missing"),
     [
         (
-            ["--http", PROTECTED[1], "--no-proxy-headers", *PROTECTED[5:]],
+            [*PROTECTED[:2], "--ws", "websockets-sansio", *PROTECTED[4:]],
             {},
             "the WebSocket protocol is uvicorn.protocols.websockets.websockets_sansio_impl:"
             "WebSocketsSansIOProtocol, not quotes_server.protocol:QuotesWebSocketProtocol",
