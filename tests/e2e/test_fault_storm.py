@@ -130,7 +130,8 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
         resuming = [
             raw_handshake(server.port, f"/ws/quotes?{since}", rcvbuf=4096) for _ in range(20)
         ]
-        expired = jwt.encode({"exp": int(time.time()) - 1}, SECRET, algorithm="HS256")
+        # expired by far more than the JWT leeway (5 s by default)
+        expired = jwt.encode({"exp": int(time.time()) - 3600}, SECRET, algorithm="HS256")
         messages = [quote_bytes(TICKERS[i % 4], i) for i in range(N_QUOTES)]
         messages.append(quote_bytes("END", N_QUOTES))
         publishing = asyncio.create_task(

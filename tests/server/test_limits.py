@@ -8,9 +8,10 @@ import socket
 
 import pytest
 
-from tests.helpers.processes import RedisServer, ServerProcess, python_module, wait_until
+from tests.helpers.processes import RedisServer, ServerProcess, wait_until
 from tests.helpers.rawws import exchange, read_all, status_of, upgrade_request
 from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.uvicorn import PROTECTED, AnsweringServer, uvicorn_factory
 from tests.helpers.ws import (
     ConnectionClosed,
     handshake_rejection,
@@ -89,25 +90,17 @@ async def test_websockets_client_sees_the_400_for_5000_tickers(
 def test_websocket_layer_writes_its_own_rejections(redis_server: RedisServer) -> None:
     """
     Without our HTTP layer in front, the WebSocket protocol still answers what the
-    websockets parser refuses (it used to leave that 414 unwritten).
+    websockets parser refuses (it used to leave that 414 unwritten); the app itself
+    refuses every request of such a server with 500.
     """
-    server = ServerProcess(
-        python_module(
-            "uvicorn",
-            "quotes_server.app:create_app",
-            "--factory",
-            "--port",
-            "{port}",
-            "--http",
-            "httptools",
-            "--ws",
-            "quotes_server.protocol:QuotesWebSocketProtocol",
-        ),
-        env={"QUOTES_REDIS_URL": redis_server.url},
+    options = ["--http", "httptools", *PROTECTED[2:]]
+    server = AnsweringServer(
+        uvicorn_factory(*options), env={"QUOTES_REDIS_URL": redis_server.url}
     ).start()
     try:
         response = exchange(server.port, upgrade_request("/ws?tickers=" + "A," * 20000))
         assert status_of(response) == 414
+        assert server.get("/health")[0] == 500
     finally:
         server.stop()
 
@@ -162,17 +155,7 @@ async def test_uvicorn_limit_concurrency_does_not_gate_upgrades(redis_server: Re
     WebSocket upgrades through while it refuses a plain HTTP request.
     """
     server = ServerProcess(
-        python_module(
-            "uvicorn",
-            "quotes_server.app:create_app",
-            "--factory",
-            "--port",
-            "{port}",
-            "--limit-concurrency",
-            "2",
-            "--ws",
-            "quotes_server.protocol:QuotesWebSocketProtocol",
-        ),
+        uvicorn_factory("--limit-concurrency", "2", *PROTECTED),
         env={"QUOTES_REDIS_URL": redis_server.url},
     ).start()
     try:

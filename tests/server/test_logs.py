@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import logging
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quotes_server.logs import SafeLogFilter, redact, safe
+from quotes_server.logs import SAFE_LOGGERS, SafeLogFilter, install_safe_logging, redact, safe
 
 
 @given(st.text())
@@ -48,3 +51,50 @@ def test_filter_rewrites_string_arguments() -> None:
     )
     assert SafeLogFilter().filter(record)
     assert record.getMessage() == '1.2.3.4 - "WebSocket /ws?access_token=[redacted]\\x0aFAKE" 403'
+
+
+@pytest.fixture
+def saved_logging() -> Iterator[None]:
+    """The loggers :func:`install_safe_logging` touches, restored after the test."""
+    loggers = [logging.getLogger(name) for name in SAFE_LOGGERS]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
+    last_resort_filters = logging.lastResort.filters[:] if logging.lastResort else []
+    yield
+    for lg, handlers, level, propagate in saved:
+        lg.handlers, lg.level, lg.propagate = handlers, level, propagate
+    if logging.lastResort is not None:
+        logging.lastResort.filters = last_resort_filters
+
+
+def _as_uvicorn_leaves_it() -> io.StringIO:
+    """
+    uvicorn's loggers with a stream handler, nothing on ours or the root (set in the
+    test itself: pytest adds its capture handlers to loggers when the test starts).
+    """
+    out = io.StringIO()
+    for name in SAFE_LOGGERS:
+        logging.getLogger(name).handlers = []
+    for name in ("uvicorn", "uvicorn.access"):
+        logging.getLogger(name).addHandler(logging.StreamHandler(out))
+        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("uvicorn.access").propagate = False
+    logging.getLogger("quotes_server").setLevel(logging.NOTSET)
+    return out
+
+
+@pytest.mark.usefixtures("saved_logging")
+def test_install_safe_logging_is_idempotent_and_covers_our_logger() -> None:
+    """Installed twice, each handler has one filter; our logger prints through uvicorn's."""
+    out = _as_uvicorn_leaves_it()
+    install_safe_logging("info")
+    install_safe_logging("debug")
+    access = logging.getLogger("uvicorn.access")
+    for handler in [*access.handlers, *logging.getLogger("uvicorn").handlers]:
+        assert sum(isinstance(f, SafeLogFilter) for f in handler.filters) == 1
+    access.info('%s - "GET %s HTTP/1.1" %d', "1.2.3.4", "/health?access_token=s3cr3t", 200)
+    logging.getLogger("quotes_server.app").info("client %s sent %s", "c1", "access_token=t0k")
+    assert out.getvalue().splitlines() == [
+        '1.2.3.4 - "GET /health?access_token=[redacted] HTTP/1.1" 200',
+        "client c1 sent access_token=[redacted]",
+    ]
+    assert logging.getLogger("quotes_server").level == logging.INFO

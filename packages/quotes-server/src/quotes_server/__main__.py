@@ -134,11 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _log_config(level: str) -> dict[str, Any]:
+    # the redaction of client text on these handlers is installed by create_app
+    # itself (quotes_server.logs.install_safe_logging), however the app is started
     config = copy.deepcopy(LOGGING_CONFIG)
-    # every line that may carry client text (uvicorn's included) is escaped and cut
-    config.setdefault("filters", {})["safe"] = {"()": "quotes_server.logs.SafeLogFilter"}
-    for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("safe")
     config["loggers"]["quotes_server"] = {
         "handlers": ["default"],
         "level": level.upper() if level != "trace" else "DEBUG",

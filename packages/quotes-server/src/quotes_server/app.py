@@ -30,6 +30,7 @@ from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
 from quotes_server.dashboard import add_dashboard
 from quotes_server.frames import FRAMES_EXTENSION
+from quotes_server.guard import install_protections
 from quotes_server.limits import INBOUND_EXTENSION, LIMITS_STATE_KEY, ProtocolLimits
 from quotes_server.logs import safe
 from quotes_server.metrics import Metrics
@@ -316,6 +317,8 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         summary="Real-time quotes over WebSockets",
         lifespan=lifespan,
     )
+    # log redaction, and a refusal to serve without our uvicorn protocols and proxy rule
+    install_protections(app, settings)
     app.state.runtime = runtime
     endpoint = QuotesEndpoint(runtime, auth)
     for path in WS_PATHS:

@@ -10,27 +10,40 @@ in proxy logs and browser history). Tokens are:
 - **static**: compared by SHA-256 digest, each optionally limited to a set of
   tickers (``token AAPL,MSFT`` in the tokens file);
 - **JWTs** (PyJWT), HS256 with ``jwt_secret`` or RS256 with ``jwt_public_key_file``:
-  ``exp`` is required, ``aud``/``iss`` are checked when configured, and an optional
-  ``tickers`` claim (a list, or a comma-separated string; ``"*"`` for all) limits
-  what the token may subscribe to.
+  ``exp`` is required, ``exp``/``nbf``/``iat`` are checked with ``jwt_leeway`` seconds
+  of tolerance, ``aud``/``iss`` are checked when configured, and an optional
+  ``tickers`` claim (a list, or a comma-separated string) limits what the token may
+  subscribe to.
+
+Grants are exact (:func:`parse_grant`): a ticker list that is present grants what it
+lists and nothing else, so an empty one (``[]``, ``""``, ``null``, ``" , "``) grants
+nothing; only an absent list or ``"*"`` grants every ticker.
 
 A missing or invalid token is a ``401``; a valid token asking for tickers outside
-its grant is a ``403``. Neither answer nor any log line repeats the token.
+its grant, or granting none, is a ``403``. Neither answer nor any log line repeats
+the token.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
 
-from quotes_core import ClientError, InvalidTickers, TickerFilter
+from quotes_core import ClientError, InvalidTickers, TickerFilter, normalize_ticker
 from quotes_server.settings import Settings
 
-__all__ = ["AccessDenied", "Authenticator", "Grant", "Unauthorized"]
+__all__ = [
+    "AccessDenied",
+    "Authenticator",
+    "Grant",
+    "InvalidGrant",
+    "Unauthorized",
+    "parse_grant",
+]
 
 TOKEN_QUERY_PARAM = "access_token"
 """The query parameter browsers use to pass their token."""
@@ -50,6 +63,10 @@ class AccessDenied(ClientError):
     http_status = 403
 
 
+class InvalidGrant(ValueError):
+    """A ticker list of a token that is not a list of valid symbols."""
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
     """What an accepted token allows."""
@@ -57,35 +74,58 @@ class Grant:
     subject: str
     """Who the token names, for logs (a JWT's ``sub``, or ``static token N``)."""
     tickers: frozenset[str] | None = None
-    """The tickers it may subscribe to; ``None`` means every ticker."""
+    """The tickers it may subscribe to; ``None`` means every ticker, an empty set none."""
     expires_at: float | None = None
-    """Its expiry (Unix time), if any: the connection is closed with 1008 then."""
+    """When the token stops being accepted (Unix time: a JWT's ``exp`` plus the leeway),
+    if ever: the connection is closed with 1008 then."""
 
     def allows(self, wanted: TickerFilter) -> bool:
-        """Tell whether a subscription to ``wanted`` stays inside this grant."""
+        """
+        Tell whether a subscription to ``wanted`` stays inside this grant: every
+        wanted ticker is listed. A grant of no tickers allows no subscription.
+        """
         if self.tickers is None:
             return True
-        return wanted.tickers is not None and wanted.tickers <= self.tickers
+        return bool(self.tickers) and wanted.tickers is not None and wanted.tickers <= self.tickers
 
 
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _ticker_grant(raw: object) -> frozenset[str] | None:
-    if raw is None:
-        return None
-    items: Iterable[str]
-    if isinstance(raw, str):
-        items = raw.split(",")
-    elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
-        items = raw
+def parse_grant(tickers: object) -> frozenset[str] | None:
+    """
+    The tickers a token's ticker list grants, when the list is present.
+
+    ``tickers`` is a JWT's ``tickers`` claim (a list of symbols, a comma-separated
+    string, or ``null``) or the second column of a tokens-file line (a string).
+    ``"*"``, alone or anywhere in the list, grants every ticker (``None``). Anything
+    else grants exactly the symbols listed (normalised; blanks between commas
+    ignored), so an empty list (``[]``, ``""``, ``null``, ``" , "``) grants nothing
+    (an empty set). An absent list is the caller's business: it grants every ticker.
+
+    Raises:
+        InvalidGrant: neither a string, a list of strings nor ``null``, or a symbol
+            that breaks the ticker grammar.
+    """
+    items: list[str]
+    if tickers is None:
+        return frozenset()
+    if isinstance(tickers, str):
+        items = tickers.split(",")
+    elif isinstance(tickers, list) and all(isinstance(t, str) for t in tickers):
+        items = tickers
     else:
-        raise Unauthorized("invalid token: the tickers claim must be a list of symbols")
+        raise InvalidGrant(
+            "the tickers claim must be a list of symbols or a comma-separated string"
+        )
+    stripped = [item.strip() for item in items]
+    if "*" in stripped:
+        return None
     try:
-        return TickerFilter.of(items).tickers
+        return frozenset(normalize_ticker(item) for item in stripped if item)
     except InvalidTickers as exc:
-        raise Unauthorized(f"invalid token: bad tickers claim ({exc})") from None
+        raise InvalidGrant(f"bad tickers claim ({exc})") from None
 
 
 class Authenticator:
@@ -109,16 +149,18 @@ class Authenticator:
             self._jwt_keys.append((settings.jwt_public_key_file.read_bytes(), "RS256"))
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway
 
     def _load_file(self, path: Path) -> None:
         for lineno, line in enumerate(path.read_text().splitlines(), 1):
             text = line.split("#", 1)[0].strip()
             if not text:
                 continue
-            token, _, tickers = text.partition(" ")
+            # "token" alone grants every ticker; "token AAPL,MSFT" those; "token ," none
+            token, *rest = text.split(None, 1)
             try:
-                grant = TickerFilter.of(tickers.split(",")).tickers if tickers.strip() else None
-            except InvalidTickers as exc:
+                grant = parse_grant(rest[0]) if rest else None
+            except InvalidGrant as exc:
                 raise ValueError(f"{path}:{lineno}: {exc}") from None
             self._static[_digest(token)] = Grant(f"{path.name}:{lineno}", grant)
 
@@ -140,16 +182,19 @@ class Authenticator:
 
         Raises:
             Unauthorized: no token, or one that no source accepts.
+            AccessDenied: a valid token that grants no ticker at all.
         """
         if not self.enabled:
             return None
         token = _presented(headers, query)
         grant = self._static.get(_digest(token))
-        if grant is not None:
-            return grant
-        if self._jwt_keys and token.count(".") == 2:
-            return self._decode_jwt(token)
-        raise Unauthorized("invalid token")
+        if grant is None:
+            if not (self._jwt_keys and token.count(".") == 2):
+                raise Unauthorized("invalid token")
+            grant = self._decode_jwt(token)
+        if grant.tickers is not None and not grant.tickers:
+            raise AccessDenied("the token grants no tickers")
+        return grant
 
     def _decode_jwt(self, token: str) -> Grant:
         error = "invalid token"
@@ -161,6 +206,7 @@ class Authenticator:
                     algorithms=[alg],
                     audience=self._audience,
                     issuer=self._issuer,
+                    leeway=self._leeway,
                     options={"require": ["exp"]},
                 )
             except jwt.ExpiredSignatureError:
@@ -171,7 +217,13 @@ class Authenticator:
                 continue
             sub = claims.get("sub")
             subject = f"jwt sub={sub[:64]!r}" if isinstance(sub, str) else "jwt"
-            return Grant(subject, _ticker_grant(claims.get("tickers")), float(claims["exp"]))
+            try:
+                # a claim that is present grants exactly what it lists, even nothing
+                tickers = parse_grant(claims["tickers"]) if "tickers" in claims else None
+            except InvalidGrant as exc:
+                raise Unauthorized(f"invalid token: {exc}") from None
+            # the connection ends when a new handshake with this token would be refused
+            return Grant(subject, tickers, float(claims["exp"]) + self._leeway)
         raise Unauthorized(error)
 
 

@@ -27,6 +27,11 @@ so the app never answers half a request and a request that times out can still b
 answered. Every rejection is a complete HTTP response followed by a close, so any
 client (browser, ``websockets``, curl) sees a real status at once; where a
 response is already on the wire, the connection is just closed.
+
+Every scope it hands the app, WebSocket upgrades included, carries the
+:data:`~quotes_server.guard.SERVED_BY_EXTENSION` mark, so the app can refuse to
+serve when uvicorn runs without our protocols or with another proxy rule
+(:mod:`quotes_server.guard`).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from quotes_server.guard import SERVED_BY_EXTENSION, ServedBy
 from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
 
 if TYPE_CHECKING:
@@ -93,6 +99,7 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         self._got_bytes = False
         self._counted = False
         self._rejected = False
+        self._served_by: dict[object, object] = {"config": ServedBy.of(config)}
 
     # --- the connection cap --------------------------------------------------------------
 
@@ -130,6 +137,11 @@ class QuotesHttpProtocol(HttpToolsProtocol):
     def handle_websocket_upgrade(self) -> None:
         self._uncount()  # from here on it is a WebSocket, counted by the app
         super().handle_websocket_upgrade()
+        # the WebSocket protocol built its scope while it read the upgrade request and
+        # created the app's task, which has not run yet: mark the scope before it does
+        scope: Any = getattr(self.transport.get_protocol(), "scope", None)
+        if isinstance(scope, dict):
+            scope.setdefault("extensions", {})[SERVED_BY_EXTENSION] = self._served_by
 
     def shutdown(self) -> None:
         if self._held is not None:
@@ -211,6 +223,7 @@ class QuotesHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._unset_keepalive_if_required()
         super().on_message_begin()
+        self.scope["extensions"] = {SERVED_BY_EXTENSION: self._served_by}
         if self._phase is not _Phase.HEAD:  # a later request: its deadline runs from here
             self._begin_request()
 

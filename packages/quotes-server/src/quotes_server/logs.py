@@ -8,6 +8,9 @@ the request path uvicorn logs) may hold newlines, terminal escapes or megabytes.
 :class:`SafeLogFilter` applies it to every string argument of every record on the
 server's handlers, so uvicorn's own lines are covered too; it also blanks the
 value of an ``access_token`` query parameter wherever it appears.
+:func:`install_safe_logging` puts that filter in place; ``create_app`` calls it,
+so the redaction holds however the app is started (``quotes-server``, a plain
+``uvicorn ... --factory``, or an embedding program).
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ import re
 import time
 from collections.abc import Callable
 
-__all__ = ["RateLimitedLog", "SafeLogFilter", "redact", "safe", "truncate"]
+__all__ = [
+    "SAFE_LOGGERS",
+    "RateLimitedLog",
+    "SafeLogFilter",
+    "install_safe_logging",
+    "redact",
+    "safe",
+    "truncate",
+]
 
 SAFE_LIMIT = 200
 """Characters of a client-supplied string kept in a log line."""
@@ -80,6 +91,42 @@ class SafeLogFilter(logging.Filter):
         elif not args and isinstance(record.msg, str):
             record.msg = redact(record.msg)
         return True
+
+
+SAFE_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "quotes_server")
+"""Loggers whose handlers get :class:`SafeLogFilter` (``""`` is the root logger)."""
+
+
+def install_safe_logging(level: str = "info") -> None:
+    """
+    Put a :class:`SafeLogFilter` on every handler of :data:`SAFE_LOGGERS` and on
+    logging's last-resort handler, once per handler (idempotent).
+
+    A filter on a logger would miss records propagated from its children, so the
+    filters go on handlers. uvicorn configures its loggers before it calls the app
+    factory, so their handlers exist by then; a handler added later is not covered.
+    When no handler would print the ``quotes_server`` logger's records (a plain
+    ``uvicorn`` run configures only its own loggers), that logger writes through
+    uvicorn's handlers at ``level``, as it does under ``quotes-server``.
+
+    Args:
+        level: the ``quotes_server`` logger's level when this adopts handlers for it
+            (a :class:`~quotes_server.settings.Settings` ``log_level``).
+    """
+    server_log = logging.getLogger("quotes_server")
+    uvicorn_handlers = logging.getLogger("uvicorn").handlers
+    if not server_log.hasHandlers() and uvicorn_handlers:
+        for handler in uvicorn_handlers:
+            server_log.addHandler(handler)
+        server_log.propagate = False
+        if server_log.level == logging.NOTSET:
+            server_log.setLevel("DEBUG" if level == "trace" else level.upper())
+    handlers = [h for name in SAFE_LOGGERS for h in logging.getLogger(name).handlers]
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
+        if not any(isinstance(f, SafeLogFilter) for f in handler.filters):
+            handler.addFilter(SafeLogFilter())
 
 
 class RateLimitedLog:

@@ -22,9 +22,13 @@ from quotes_core import (
     MAX_SHARDS,
 )
 
-__all__ = ["Settings"]
+__all__ = ["MIN_JWT_SECRET_BYTES", "Settings"]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+MIN_JWT_SECRET_BYTES = 32
+"""Shortest HS256 secret accepted: RFC 7518 section 3.2 asks for a key of at least the
+hash's size (256 bits); a shorter one invites an offline brute force of any logged token."""
 
 
 class Settings(BaseSettings):
@@ -33,7 +37,10 @@ class Settings(BaseSettings):
     ``QUOTES_<NAME>`` (e.g. ``QUOTES_REDIS_URL``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="QUOTES_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused secret must not be echoed in a traceback
+    model_config = SettingsConfigDict(
+        env_prefix="QUOTES_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     """Interface to listen on."""
@@ -136,8 +143,9 @@ class Settings(BaseSettings):
     auth_tokens: Annotated[list[str], NoDecode] = []
     """Static bearer tokens (comma-separated in ``QUOTES_AUTH_TOKENS``)."""
     auth_tokens_file: Path | None = None
-    """File of static tokens: one per line, optionally followed by the tickers it may
-    subscribe to (``token AAPL,MSFT``); ``#`` starts a comment."""
+    """File of static tokens: one per line, optionally followed by the tickers it grants
+    (``token`` alone: every ticker; ``token AAPL,MSFT``: those; ``token ,``: none);
+    ``#`` starts a comment."""
     jwt_secret: SecretStr | None = None
     """Shared secret of HS256 JSON Web Tokens."""
     jwt_public_key_file: Path | None = None
@@ -146,6 +154,9 @@ class Settings(BaseSettings):
     """Required ``aud`` claim of JWTs, if set."""
     jwt_issuer: str | None = None
     """Required ``iss`` claim of JWTs, if set."""
+    jwt_leeway: float = Field(5.0, ge=0, le=300)
+    """Seconds of clock skew tolerated on a JWT's ``exp``, ``nbf`` and ``iat`` (its issuer's
+    clock may run ahead of ours); a connection is closed that long after ``exp``."""
 
     demo_rate: float = Field(200.0, gt=0)
     """Quotes per second of the built-in demo feed."""
@@ -171,6 +182,18 @@ class Settings(BaseSettings):
     def _check_networks(cls, value: list[str]) -> list[str]:
         for item in value:
             ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            size = len(value.get_secret_value().encode())
+            if size < MIN_JWT_SECRET_BYTES:
+                raise ValueError(
+                    f"QUOTES_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes "
+                    f"(HS256 needs a 256-bit key, RFC 7518 section 3.2); it has {size}"
+                )
         return value
 
     @field_validator("redis_url", "jwt_audience", "jwt_issuer", mode="before")

@@ -1,0 +1,46 @@
+"""The app under a plain ``uvicorn --factory``, as someone might run it instead of quotes-server."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+from tests.helpers.processes import ServerProcess, TestSetupError, python_module
+
+PROTECTED = [
+    "--http",
+    "quotes_server.http_protocol:QuotesHttpProtocol",
+    "--ws",
+    "quotes_server.protocol:QuotesWebSocketProtocol",
+    "--no-proxy-headers",
+    "--ws-max-size",
+    "65536",
+    "--ws-per-message-deflate",
+    "false",
+]
+"""The options the Security page gives for the default settings (no trusted proxy)."""
+
+
+def uvicorn_factory(*options: str) -> list[str]:
+    """argv of ``uvicorn quotes_server.app:create_app --factory`` on ``{port}`` with ``options``."""
+    return python_module(
+        "uvicorn", "quotes_server.app:create_app", "--factory", "--port", "{port}", *options
+    )
+
+
+class AnsweringServer(ServerProcess):
+    """A server process that is ready once its health path answers, whatever the status."""
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise TestSetupError(
+                f"server exited with {self.proc.returncode}; log:\n{self.log()[-4000:]}"
+            )
+        try:
+            with urllib.request.urlopen(self.http_url + self.health_path, timeout=1):
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (OSError, urllib.error.URLError):
+            return False
