@@ -148,3 +148,19 @@ def read_frames_until_close(
         if not data:
             return payloads, None, ""
         buf += data
+
+
+def answer_close(sock: socket.socket, code: int | None, timeout: float = 30.0) -> bool:
+    """
+    Answer the server's close frame as RFC 6455 5.5.1 asks of a client, then read to
+    the end: True when the server ended the TCP connection with a FIN (EOF), False
+    when it reset it.
+    """
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(client_frame(b"" if code is None else struct.pack("!H", code), opcode=0x8))
+        while sock.recv(65536):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+    return True

@@ -408,15 +408,6 @@ def test_rfc6455_case(conformance_server: tuple[RedisServer, ServerProcess], cas
     assert answer.eof, "the TCP connection was reset, not closed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "observed: 15% to 55% of these connections end with a TCP reset instead of a FIN:"
-        " on a protocol error the server closes its socket right after its close frame,"
-        " so a client's close reply arriving before that close is left unread and the"
-        " kernel resets (issue 21's mechanism)"
-    ),
-)
 def test_a_client_answering_the_close_gets_eof_not_a_reset(
     conformance_server: tuple[RedisServer, ServerProcess],
 ) -> None:
@@ -455,14 +446,6 @@ def test_server_still_streams_after_the_cases(
         sock.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "observed: invalid UTF-8 in a text message is logged by uvicorn"
-        " (websockets_sansio_impl.send_receive_event_to_app) as ERROR 'Invalid UTF-8"
-        " sequence received from client.' with a UnicodeDecodeError traceback"
-    ),
-)
 def test_protocol_errors_leave_no_traceback_in_the_log(
     conformance_server: tuple[RedisServer, ServerProcess],
 ) -> None:

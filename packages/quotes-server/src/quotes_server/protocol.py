@@ -1,5 +1,5 @@
 """
-uvicorn's sans-I/O WebSocket protocol with two changes for a streaming server.
+uvicorn's sans-I/O WebSocket protocol with these changes for a streaming server.
 
 1. **Shutdown says 1001.** On SIGTERM uvicorn closes every WebSocket with 1012
    (service restart) before the app's lifespan shutdown runs; we send 1001
@@ -12,6 +12,14 @@ uvicorn's sans-I/O WebSocket protocol with two changes for a streaming server.
    not answer within ``close_timeout`` (from the app's lifespan state, key
    ``quotes_close_timeout``) aborts the socket instead of waiting for a flush that
    never comes. The same applies after a keepalive ping timeout.
+   **Every close frame reaches the peer.** uvicorn closed the socket right after
+   a close frame of its own on a protocol error (1002, 1007, 1009) or at
+   shutdown; with the peer's data still unread, the kernel answers with a reset,
+   which can destroy the close frame before the peer reads it (it sees 1006).
+   After every close frame we send, the socket keeps reading and discarding until
+   the peer's close reply or EOF (then a FIN), and is aborted only when the peer
+   answers nothing within ``close_timeout``. Invalid UTF-8 is answered 1007 like
+   any protocol error, without uvicorn's ERROR line and traceback.
 3. **Answers every handshake.** When the ``websockets`` parser itself rejects a
    request (a request line or header over its limits, or no valid HTTP at all) it
    queues a ``414``/``431`` response or an EOF that uvicorn never writes, so the
@@ -60,6 +68,8 @@ SHUTDOWN_CODE = 1001
 SHUTDOWN_REASON = "Server shutting down"
 POLICY_VIOLATION = 1008
 INBOUND_RATE_REASON = "Policy violation: too many messages"
+INVALID_DATA = 1007
+INVALID_UTF8_REASON = "Invalid UTF-8 in a text message"
 
 # uvicorn hands the upgrade request, already parsed and bounded by
 # QuotesHttpProtocol, to the websockets parser again; let that parser accept every
@@ -96,18 +106,79 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
         )
 
     def shutdown(self) -> None:
-        if self.handshake_complete and not self.close_sent and not self.disconnected:
-            self.stop_keepalive()
-            self.queue.put_nowait(
-                {"type": "websocket.disconnect", "code": SHUTDOWN_CODE, "reason": SHUTDOWN_REASON}
-            )
-            self.conn.send_close(SHUTDOWN_CODE, SHUTDOWN_REASON)
-            self.transport.write(b"".join(self.conn.data_to_send()))
-            self.close_sent = True
-            self.transport.close()
-            self._abort_later()
+        if self.handshake_complete and not self.disconnected:
+            if not self.close_sent:
+                self.queue.put_nowait(
+                    {
+                        "type": "websocket.disconnect",
+                        "code": SHUTDOWN_CODE,
+                        "reason": SHUTDOWN_REASON,
+                    }
+                )
+                self.conn.send_close(SHUTDOWN_CODE, SHUTDOWN_REASON)
+                self._closing()
+            # else a close is under way: its reply or its timer ends the connection
             return
         super().shutdown()
+
+    # --- closing: every close frame we send reaches the peer ---------------------------------
+    #
+    # Closing the socket while the peer's data is still unread makes the kernel answer
+    # with a reset, and a reset can destroy our close frame before the peer reads it
+    # (the peer then sees 1006). So after sending a close frame we keep reading (and
+    # discarding) until the peer's close reply, its EOF or close_timeout; the TCP
+    # connection then ends with a FIN, and is aborted only for a peer that answers
+    # nothing in time.
+
+    def _write_output(self) -> None:
+        """Write what the websockets protocol has queued; its EOF marker half-closes."""
+        for data in self.conn.data_to_send():
+            if data:
+                self.transport.write(data)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+
+    def _closing(self) -> None:
+        """A close frame is queued: send it, keep reading, and wait for the peer."""
+        self.stop_keepalive()
+        self._write_output()
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        if self.close_timer is None:
+            self._abort_later()
+
+    def handle_parser_exception(self) -> None:
+        # the peer broke the protocol (1002, 1007, 1009): websockets queued a close
+        # frame and an EOF, and discards what the peer sends until its EOF
+        if self.close_sent:
+            return  # called again for every later read; the close is under way
+        close = self.conn.close_sent
+        code, reason = (close.code, close.reason) if close is not None else (1006, "")
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self._closing()
+
+    def send_receive_event_to_app(self) -> None:
+        # uvicorn's, with invalid UTF-8 answered 1007 like any protocol error (uvicorn
+        # logs it at ERROR with a traceback: a client could fill the log with them)
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return  # past our close frame: only the peer's reply still matters
+        if self.curr_msg_data_type == "text":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self.conn.fail(INVALID_DATA, INVALID_UTF8_REASON)
+                self.handle_parser_exception()
+                return
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+        else:
+            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -161,12 +232,7 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
             }
         )
         self.conn.send_close(POLICY_VIOLATION, INBOUND_RATE_REASON)
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.close_sent = True
-        if self.read_paused:
-            self.read_paused = False
-            self.transport.resume_reading()
-        self._abort_later()
+        self._closing()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)

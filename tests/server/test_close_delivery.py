@@ -1,0 +1,270 @@
+"""
+Every close the server starts reaches a client that is sending at that moment.
+
+Closing a socket whose peer's data is still unread makes the kernel answer with a
+reset, which can destroy the close frame before the client reads it (the client
+then sees 1006, no reason). Each close code the server uses is tried here with a
+client that keeps sending while the close comes: a ``websockets`` client, and a
+raw socket that reads the close frame itself, answers it as RFC 6455 asks, and
+checks that the server then ends the TCP connection with a FIN, not a reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+import jwt
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from tests.helpers.processes import RedisServer, ServerProcess
+from tests.helpers.rawws import (
+    answer_close,
+    client_frame,
+    raw_handshake,
+    read_frames_until_close,
+)
+from tests.helpers.server import StartServer
+from tests.helpers.ws import ConnectionClosed, open_ws, wait_closed
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "close-delivery-secret-0123456789-0123456789"
+# the traffic the clients keep sending: ignored by the server (binary), never a flood
+BUSY = {"ws_inbound_rate": 1_000_000, "ws_inbound_burst": 1_000_000}
+
+
+async def keep_sending(ws: ClientConnection) -> None:
+    """Send small binary frames until the connection closes (the pace of real traffic)."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await ws.send(b"busy")
+            await asyncio.sleep(0.001)
+
+
+@contextlib.contextmanager
+def raw_sender(sock: socket.socket) -> Iterator[threading.Event]:
+    """A thread sending small binary frames on ``sock`` until the block ends or it fails."""
+    stop = threading.Event()
+    sending = threading.Event()
+
+    def run() -> None:
+        frame = client_frame(b"busy", opcode=0x2)
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                sock.sendall(frame)
+                sending.set()
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        sending.wait(10)
+        yield sending
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+async def closed_while_sending(
+    url: str, trigger: Callable[[], Awaitable[None]], **kwargs: object
+) -> tuple[int | None, str]:
+    """Open ``url``, keep sending, run ``trigger``; the close code and reason received."""
+    async with open_ws(url, **kwargs) as ws:  # type: ignore[arg-type]
+        sender = asyncio.create_task(keep_sending(ws))
+        await trigger()
+        closed = await wait_closed(ws, timeout=60)
+        await sender
+    rcvd = closed.rcvd
+    return (rcvd.code, rcvd.reason) if rcvd is not None else (None, "")
+
+
+async def raw_closed_while_sending(
+    port: int, path: str, trigger: Callable[[], Awaitable[None]]
+) -> tuple[int | None, str]:
+    """The same with a raw socket that reads every frame until the close frame."""
+    sock = raw_handshake(port, path)
+    try:
+        with raw_sender(sock):
+            await trigger()
+            _frames, code, reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
+            assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
+    finally:
+        sock.close()
+    return code, reason
+
+
+def _nothing() -> Callable[[], Awaitable[None]]:
+    async def trigger() -> None:
+        return None
+
+    return trigger
+
+
+async def test_five_concurrent_flooders_each_get_1008(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """The reported case: five clients flooding pings at once each receive 1008 and its reason."""
+    server = start_server(redis_server)
+    url = f"{server.ws_url}/ws/quotes"
+
+    async def flood() -> tuple[int | None, str]:
+        async with open_ws(url) as ws:
+            with contextlib.suppress(ConnectionClosed):
+                for _ in range(20_000):
+                    await ws.send('{"action":"ping"}')
+            closed = await wait_closed(ws, timeout=60)
+        return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
+
+    results = await asyncio.gather(*(flood() for _ in range(5)))
+    assert results == [(1008, "Policy violation: too many messages")] * 5
+
+
+async def test_a_raw_flooder_reads_its_1008(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """A raw client flooding frames as fast as it can still reads the close frame."""
+    server = start_server(redis_server, ws_inbound_rate=10, ws_inbound_burst=20)
+    sock = raw_handshake(server.port, "/ws/quotes?tickers=NONE")
+    try:
+        frame = client_frame(b"flood", opcode=0x2) * 50
+        with contextlib.suppress(OSError):
+            for _ in range(200):
+                sock.sendall(frame)
+        _frames, code, reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
+        assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
+    finally:
+        sock.close()
+    assert (code, reason) == (1008, "Policy violation: too many messages")
+
+
+@pytest.mark.parametrize("client", ["websockets", "raw"])
+async def test_expired_token_1008_reaches_a_sending_client(
+    redis_server: RedisServer, start_server: StartServer, client: str
+) -> None:
+    """A token that expires while the client sends: it reads 1008 "Token expired"."""
+    server = start_server(redis_server, jwt_secret=SECRET, jwt_leeway=0, **BUSY)
+    token = jwt.encode({"exp": int(time.time()) + 2}, SECRET, algorithm="HS256")
+    path = f"/ws/quotes?tickers=NONE&access_token={token}"
+    got = await _close(client, server, path, _nothing())
+    assert got == (1008, "Token expired")
+
+
+@pytest.mark.parametrize("client", ["websockets", "raw"])
+async def test_oversize_frame_1009_reaches_a_sending_client(
+    redis_server: RedisServer, start_server: StartServer, client: str
+) -> None:
+    """A frame over ws_max_size among others: the client reads 1009, not a reset."""
+    server = start_server(redis_server, ws_max_size=1024, **BUSY)
+    path = "/ws/quotes?tickers=NONE"
+    if client == "websockets":
+
+        async def send_big(ws: ClientConnection) -> None:
+            await ws.send(b"x" * 4096)
+
+        async with open_ws(f"{server.ws_url}{path}") as ws:
+            sender = asyncio.create_task(keep_sending(ws))
+            await send_big(ws)
+            closed = await wait_closed(ws, timeout=60)
+            await sender
+        assert closed.rcvd is not None
+        assert closed.rcvd.code == 1009
+        return
+    sock = raw_handshake(server.port, path)
+    try:
+        with raw_sender(sock):
+            sock.sendall(client_frame(b"x" * 4096, opcode=0x2))
+            _frames, code, _reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
+            assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
+    finally:
+        sock.close()
+    assert code == 1009
+
+
+@pytest.mark.parametrize("client", ["websockets", "raw"])
+async def test_upstream_lost_1011_reaches_a_sending_client(
+    redis_server: RedisServer, start_server: StartServer, client: str
+) -> None:
+    """Redis gone past the grace period while the client sends: it reads 1011."""
+    server = start_server(redis_server, grace_period=1, **BUSY)
+
+    async def kill_redis() -> None:
+        redis_server.stop()
+
+    got = await _close(client, server, "/ws/quotes?tickers=NONE", kill_redis)
+    assert got == (1011, "Internal server error")
+
+
+@pytest.mark.parametrize("client", ["websockets", "raw"])
+async def test_shutdown_1001_reaches_a_sending_client(
+    redis_server: RedisServer, start_server: StartServer, client: str
+) -> None:
+    """SIGTERM while the client sends: it reads 1001 "Server shutting down"."""
+    server = start_server(redis_server, **BUSY)
+    assert server.proc is not None
+    proc = server.proc
+
+    async def terminate() -> None:
+        proc.send_signal(signal.SIGTERM)
+
+    got = await _close(client, server, "/ws/quotes?tickers=NONE", terminate)
+    assert got == (1001, "Server shutting down")
+
+
+@pytest.mark.parametrize("client", ["websockets", "raw"])
+async def test_slow_consumer_1013_reaches_a_sending_client_once_it_reads(
+    redis_server: RedisServer, start_server: StartServer, client: str
+) -> None:
+    """
+    A client that sends but does not read is closed with 1013; when it reads again,
+    the close frame is there after the quotes (the server kept reading, never reset).
+    """
+    server = start_server(
+        redis_server, slow_client_timeout=1, close_timeout=60, buffer_size=10, **BUSY
+    )
+
+    async def until_closed_as_slow() -> None:
+        start = 0
+        while server.metric("quotes_slow_consumer_closes_total") < 1:
+            assert start < 2_000_000, "the client was never closed"
+            batch = [_quote(i) for i in range(start, start + 5000)]
+            await asyncio.to_thread(redis_server.publish_many, "quotes.realtime", batch)
+            start += 5000
+
+    if client == "websockets":
+        # max_queue=1: the library stops reading the socket while nobody calls recv()
+        got = await closed_while_sending(
+            f"{server.ws_url}/ws/quotes", until_closed_as_slow, max_queue=1
+        )
+    else:
+        sock = raw_handshake(server.port, "/ws/quotes", rcvbuf=4096)
+        try:
+            with raw_sender(sock):
+                await until_closed_as_slow()
+                _frames, code, reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
+                assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
+        finally:
+            sock.close()
+        got = (code, reason)
+    assert got == (1013, "Slow consumer")
+
+
+def _quote(i: int) -> bytes:
+    return (
+        f'{{"ticker":"T{i % 50}","timestamp":"2026-02-12T10:30:00Z","open":1,"high":1,'
+        f'"low":1,"close":1,"volume":{i}}}'
+    ).encode()
+
+
+async def _close(
+    client: str, server: ServerProcess, path: str, trigger: Callable[[], Awaitable[None]]
+) -> tuple[int | None, str]:
+    if client == "websockets":
+        return await closed_while_sending(f"{server.ws_url}{path}", trigger)
+    return await raw_closed_while_sending(server.port, path, trigger)
