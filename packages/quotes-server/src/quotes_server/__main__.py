@@ -99,6 +99,11 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_JWT_PUBLIC_KEY_FILE",
         "PEM public key of RS256 JWTs (turns auth on)",
     ),
+    "api_docs": (
+        "QUOTES_API_DOCS",
+        "serve /docs, /redoc and /openapi.json: true|false (default false; /docs and /redoc "
+        "load Swagger UI and ReDoc from a public CDN)",
+    ),
     "demo_rate": ("QUOTES_DEMO_RATE", "demo feed quotes per second (default 200)"),
     "demo_tickers": ("QUOTES_DEMO_TICKERS", "demo feed symbols (default 300)"),
 }

@@ -305,11 +305,17 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         yield {LIMITS_STATE_KEY: limits}
         await runtime.stop()
 
+    # the interactive API pages are off unless asked for: they describe only the HTTP
+    # routes, and /docs and /redoc pull their scripts from a CDN onto the dashboard's origin
+    api_docs = settings.api_docs
     app = FastAPI(
         title="quotes-server",
         version=__version__,
         summary="Real-time quotes over WebSockets",
         lifespan=lifespan,
+        docs_url="/docs" if api_docs else None,
+        redoc_url="/redoc" if api_docs else None,
+        openapi_url="/openapi.json" if api_docs else None,
     )
     app.state.runtime = runtime
     endpoint = QuotesEndpoint(runtime, auth)

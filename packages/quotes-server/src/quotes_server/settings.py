@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     """Required ``iss`` claim of JWTs, if set."""
 
+    # --- surfaces (docs: Security and limits) ---
+    api_docs: bool = False
+    """Serve FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json`` (off: 404). ``/docs`` and
+    ``/redoc`` load their scripts and styles from a public CDN."""
+
     demo_rate: float = Field(200.0, gt=0)
     """Quotes per second of the built-in demo feed."""
     demo_tickers: int = Field(300, ge=1)
