@@ -32,7 +32,7 @@ from quotes_server.dashboard import add_dashboard
 from quotes_server.frames import FRAMES_EXTENSION
 from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
 from quotes_server.logs import safe
-from quotes_server.metrics import Metrics
+from quotes_server.metrics import Metrics, disconnect_label
 from quotes_server.runtime import Runtime
 from quotes_server.settings import Settings
 from quotes_server.sources import FollowsInterest, QuoteSource
@@ -210,7 +210,7 @@ class QuotesEndpoint:
             if expiry is not None:
                 expiry.cancel()
             runtime.remove(conn)
-            runtime.metrics.disconnects.labels(str(code)).inc()
+            runtime.metrics.disconnects.labels(disconnect_label(code)).inc()
             log.info(
                 "client %s disconnected code=%s reason=%r sent=%d conflated=%d",
                 conn.client_id,
