@@ -83,6 +83,11 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_MAX_CONNECTIONS_PER_IP",
         "WebSocket connections per client address, 0 for no cap (default 100)",
     ),
+    "ipv6_prefix": (
+        "QUOTES_IPV6_PREFIX",
+        "bits of an IPv6 client address counted as one client by the per-address cap, "
+        "32-128 (default 64: one /64; 128: the exact address)",
+    ),
     "trusted_proxies": (
         "QUOTES_TRUSTED_PROXIES",
         "comma-separated proxy IPs/CIDRs whose X-Forwarded-For is honoured (default none)",

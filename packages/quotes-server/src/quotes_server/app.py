@@ -26,6 +26,7 @@ from quotes_core.query import (
     parse_tickers_param,
 )
 from quotes_server import __version__
+from quotes_server.addresses import address_key
 from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
 from quotes_server.dashboard import add_dashboard
@@ -125,7 +126,7 @@ class QuotesEndpoint:
         if settings.max_connections and len(runtime.connections) >= settings.max_connections:
             return 503, "Server at its connection limit; retry later", "over_capacity", None
         cap = settings.max_connections_per_ip
-        if cap and runtime.connections_from(_host(ws)) >= cap:
+        if cap and runtime.connections_from(_host(ws, settings.ipv6_prefix)) >= cap:
             return (
                 429,
                 f"Too many connections from this address (at most {cap})",
@@ -182,7 +183,7 @@ class QuotesEndpoint:
             receive,
             client_id=runtime.next_client_id(),
             remote=_remote(ws),
-            host=_host(ws),
+            host=_host(ws, runtime.settings.ipv6_prefix),
             frames=scope.get("extensions", {}).get(FRAMES_EXTENSION),
             ticker_grant=grant.tickers if grant is not None else None,
         )
@@ -240,10 +241,14 @@ def _remote(ws: WebSocket) -> str:
     return f"{client.host}:{client.port}" if client else "?"
 
 
-def _host(ws: WebSocket) -> str:
-    """The client's address (from ``X-Forwarded-For`` only behind a trusted proxy)."""
+def _host(ws: WebSocket, ipv6_prefix: int) -> str:
+    """
+    The key the client counts under for the per-address cap: its address (from
+    ``X-Forwarded-For`` only behind a trusted proxy), an IPv6 one as its network of
+    ``ipv6_prefix`` bits. Logs keep the exact address (:func:`_remote`).
+    """
     client = ws.client
-    return client.host if client else "?"
+    return address_key(client.host, ipv6_prefix) if client else "?"
 
 
 def _loop_name() -> str:

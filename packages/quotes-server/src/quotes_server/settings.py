@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     """Most WebSocket connections per process (0: no cap); past it handshakes get 503."""
     max_connections_per_ip: int = Field(100, ge=0)
     """Most WebSocket connections per client IP (0: no cap); past it handshakes get 429."""
+    ipv6_prefix: int = Field(64, ge=32, le=128)
+    """Bits of an IPv6 client address that count as one client for the per-address cap
+    (64: one ``/64`` network, what one host usually owns; 128: the exact address).
+    IPv4 addresses always count one by one."""
     trusted_proxies: Annotated[list[str], NoDecode] = []
     """Proxy addresses (IPs or CIDR networks) whose ``X-Forwarded-For`` names the client;
     from any other peer the header is ignored."""
