@@ -104,6 +104,15 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_JWT_PUBLIC_KEY_FILE",
         "PEM public key of RS256 JWTs (turns auth on)",
     ),
+    "internal_port": (
+        "QUOTES_INTERNAL_PORT",
+        "serve /metrics and /ready (and /health) on this port only, not on --port (default "
+        "unset: on --port); needs --workers 1",
+    ),
+    "internal_host": (
+        "QUOTES_INTERNAL_HOST",
+        "interface of --internal-port (default 127.0.0.1)",
+    ),
     "api_docs": (
         "QUOTES_API_DOCS",
         "serve /docs, /redoc and /openapi.json: true|false (default false; /docs and /redoc "

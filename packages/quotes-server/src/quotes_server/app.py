@@ -15,7 +15,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
-from starlette.routing import WebSocketRoute
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from quotes_core import ClientError
@@ -31,6 +33,7 @@ from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
 from quotes_server.dashboard import add_dashboard
 from quotes_server.frames import FRAMES_EXTENSION
+from quotes_server.internal import InternalServer
 from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
 from quotes_server.logs import safe
 from quotes_server.metrics import Metrics, disconnect_label
@@ -285,6 +288,18 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         on_limit=lambda event: metrics.limit_hits.labels(event).inc(),
     )
 
+    # /ready and /metrics tell connection counts, tasks and shard health: on the internal
+    # port when one is set, and then only there
+    operator_routes = _operator_routes(runtime, metrics, sharded)
+    internal: InternalServer | None = None
+    if settings.internal_port is not None:
+        internal_app = Starlette(
+            routes=[*operator_routes, Route("/health", _health, methods=["GET"])]
+        )
+        internal = InternalServer(
+            internal_app, settings.internal_host, settings.internal_port, limits
+        )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         log.info("effective cors_origins: %s", settings.cors_origins)
@@ -306,8 +321,12 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
             )
         else:
             log.info("subscribing to Redis channel %r", settings.channel)
+        if internal is not None:
+            await internal.start()  # first: a port in use fails the start-up before anything runs
         await runtime.start()
         yield {LIMITS_STATE_KEY: limits}
+        if internal is not None:
+            await internal.stop()
         await runtime.stop()
 
     # the interactive API pages are off unless asked for: they describe only the HTTP
@@ -332,8 +351,24 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         """Liveness: the process answers."""
         return HEALTH
 
-    @app.get("/ready")
-    async def ready() -> JSONResponse:
+    if internal is None:
+        app.router.routes.extend(operator_routes)
+
+    add_dashboard(app)
+    return app
+
+
+async def _health(_request: Request) -> JSONResponse:
+    """Liveness on the internal port: the process answers."""
+    return JSONResponse(HEALTH)
+
+
+def _operator_routes(
+    runtime: Runtime, metrics: Metrics, sharded: FollowsInterest | None
+) -> list[Route]:
+    """``/ready`` and ``/metrics``: on the public port, or on the internal one when it is set."""
+
+    async def ready(_request: Request) -> JSONResponse:
         """Readiness: 200 while new WebSocket handshakes are accepted, else 503."""
         state = runtime.source.state
         body: dict[str, object] = {
@@ -349,10 +384,11 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
             body["shards"] = sharded.shard_health()
         return JSONResponse(body, status_code=200 if state.accepting else 503)
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(_request: Request) -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_dashboard(app)
-    return app
+    return [
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
+    ]

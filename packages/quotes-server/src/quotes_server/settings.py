@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quotes_core import DEFAULT_FLUSH_WINDOW, DEFAULT_SHARDS, MAX_SHARDS
@@ -130,6 +130,11 @@ class Settings(BaseSettings):
     """Required ``iss`` claim of JWTs, if set."""
 
     # --- surfaces (docs: Security and limits) ---
+    internal_port: int | None = Field(None, ge=1, le=65535)
+    """Serve ``/metrics`` and ``/ready`` (and ``/health``) on this port instead of the
+    public one, where they then answer 404; unset keeps them on the public port."""
+    internal_host: str = "127.0.0.1"
+    """Interface of the internal port."""
     api_docs: bool = False
     """Serve FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json`` (off: 404). ``/docs`` and
     ``/redoc`` load their scripts and styles from a public CDN."""
@@ -164,6 +169,27 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("internal_port", mode="before")
+    @classmethod
+    def _blank_port_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("internal_port")
+    @classmethod
+    def _check_internal_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # workers and port are declared (so validated) before internal_port
+        workers, port = info.data.get("workers", 1), info.data.get("port")
+        if value is not None and workers > 1:
+            raise ValueError(
+                "it serves one process's /metrics and /ready, so it needs workers=1 (got "
+                f"{workers}: the workers would compete for the port and each scrape would "
+                "reach one of them); run one worker per instance, several instances behind "
+                "the proxy, or leave internal_port unset"
+            )
+        if value is not None and value == port:
+            raise ValueError(f"it must differ from port ({port})")
+        return value
 
     @property
     def demo(self) -> bool:
