@@ -113,7 +113,11 @@ def main() -> None:
                 if args.what == "fps":
                     page = browser.new_page(viewport={"width": 1280, "height": 900})
                     page.goto(url + "/dashboard?tickers=*")
-                    page.wait_for_function("window.dashboard && window.dashboard.rows.size > 0")
+                    # predicates are functions: Playwright evals a string predicate on
+                    # every poll, which the page's Content-Security-Policy refuses
+                    page.wait_for_function(
+                        "() => window.dashboard && window.dashboard.rows.size > 0"
+                    )
                     page.wait_for_timeout(args.warmup * 1000)
                     result = page.evaluate(PROBE, args.seconds)
                     result.update(demo_rate=args.demo_rate, demo_tickers=args.demo_tickers)
@@ -123,7 +127,7 @@ def main() -> None:
                     page.goto(f"{url}/dashboard?tickers={SCREENSHOT_TICKERS}")
                     # enough history for the sparklines and the latency figures
                     page.wait_for_function(
-                        "window.dashboard.rows.size >= 12"
+                        "() => window.dashboard.rows.size >= 12"
                         " && window.dashboard.stats.lastP99 !== null"
                         " && [...window.dashboard.rows.values()].every(r => r.n >= 12)",
                         timeout=60_000,

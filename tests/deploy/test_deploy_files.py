@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quotes_server.settings import Settings
 from tests.e2e.test_nginx import NGINX, nginx_config
 from tests.helpers.processes import ROOT
 
@@ -39,6 +40,13 @@ def dockerfile() -> list[tuple[str, str]]:
     return out
 
 
+def docker_env() -> dict[str, str]:
+    """The ``ENV`` variables the Dockerfile sets (any stage; names are unique)."""
+    return dict(
+        item.split("=", 1) for k, args in dockerfile() if k == "ENV" for item in args.split()
+    )
+
+
 def compose() -> dict[str, object]:
     doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     assert isinstance(doc, dict)
@@ -60,7 +68,8 @@ def test_dockerfile_instructions() -> None:
     assert users[-1] not in ("root", "0")
     health = [a for k, a in final if k == "HEALTHCHECK"]
     assert len(health) == 1
-    assert "/ready" in health[0]
+    # /ready lives on the internal port, which the image sets
+    assert f"http://127.0.0.1:{docker_env()['QUOTES_INTERNAL_PORT']}/ready" in health[0]
     assert "CMD" in health[0]
     assert final[-1] == ("CMD", '["quotes-server"]')
     copies = [a.split() for k, a in instructions if k == "COPY" and "--from" not in a]
@@ -77,9 +86,7 @@ def test_compose_services_and_cross_references() -> None:
     assert isinstance(services, dict)
     assert set(services) == {"redis", "quotes1", "quotes2", "publisher", "nginx"}
     assert "healthcheck" in services["redis"]
-    env = dict(
-        item.split("=", 1) for k, args in dockerfile() if k == "ENV" for item in args.split()
-    )
+    env = docker_env()
     port = env["QUOTES_PORT"]
     conf = (DEPLOY / "nginx.conf").read_text()
     for name in ("quotes1", "quotes2"):
@@ -169,3 +176,39 @@ def test_systemd_unit() -> None:
             if line.strip() and "/opt/quotes/.venv/bin/quotes-server is not executable" not in line
         ]
         assert problems == [], out.stderr
+
+
+def test_recipes_keep_operator_endpoints_internal() -> None:
+    """Every recipe sets an internal port; the settings each one gives pass validation."""
+    env = docker_env()
+    assert env["QUOTES_INTERNAL_PORT"] != env["QUOTES_PORT"]
+    services = compose()["services"]
+    assert isinstance(services, dict)
+    for name in ("quotes1", "quotes2"):
+        svc = services[name]
+        assert "ports" not in svc, f"{name} publishes a port: only nginx faces the outside"
+        merged = {**env, **svc["environment"]}
+        assert "QUOTES_INTERNAL_PORT" in merged
+        settings = Settings(**{k.removeprefix("QUOTES_").lower(): v for k, v in merged.items()})
+        assert settings.internal_port is not None
+    unit = configparser.ConfigParser(strict=True, interpolation=None)
+    unit.read_string((DEPLOY / "quotes-server.service").read_text())
+    unit_env = dict(item.split("=", 1) for item in unit["Service"]["Environment"].split())
+    settings = Settings(**{k.removeprefix("QUOTES_").lower(): v for k, v in unit_env.items()})
+    assert settings.internal_port is not None
+    assert settings.internal_host == "127.0.0.1"
+
+
+def test_nginx_conf_hides_operator_endpoints_and_query_strings() -> None:
+    """/metrics and /ready answer 404 in nginx itself; the access log has no query strings."""
+    conf = (DEPLOY / "nginx.conf").read_text()
+    for path in ("/metrics", "/ready"):
+        assert re.search(rf"location = {path} \{{\s*return 404;\s*\}}", conf), path
+    formats = re.findall(r"log_format (\w+) ((?:'[^']*'\s*)+);", conf)
+    assert len(formats) == 1
+    name, body = formats[0]
+    assert "$uri" in body
+    for leaky in ("$request ", '$request"', "$request_uri", "$args", "$query_string", "$arg_"):
+        assert leaky not in body, leaky
+    logs = re.findall(r"^\s*access_log (.*);", conf, re.MULTILINE)
+    assert logs == [f"/dev/stdout {name}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -9,33 +10,85 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.test_browser import CHROMIUM_ARGS, require_chromium
-from tests.helpers.processes import ROOT, RedisServer, wait_until
+from tests.helpers.processes import ROOT, RedisServer, free_port, wait_until
 from tests.helpers.publishing import publishing
 from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 
 
+# runs before the page's own script in every document the page loads
+CSP_WATCH = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.cspViolations.push(`${e.effectiveDirective} ${e.blockedURI}`);
+});
+"""
+
+
+_FUNCTION = re.compile(r"\s*(async\s+)?(function\b|\([^()]*\)\s*=>|[A-Za-z_$][\w$]*\s*=>)")
+
+
+class CspSafePage:
+    """
+    A Playwright page whose ``wait_for_function`` takes a JavaScript expression as
+    well as a function: the expression is wrapped in one. Playwright re-evaluates a
+    string predicate with ``eval`` on every poll, which the page's policy (no
+    ``'unsafe-eval'``) refuses; a function is evaluated once and then called.
+    """
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.page, name)
+
+    def wait_for_function(self, expression: str, **kwargs: Any) -> Any:
+        if not _FUNCTION.match(expression):
+            expression = f"() => ({expression})"
+        return self.page.wait_for_function(expression, **kwargs)
+
+
 @contextmanager
-def dashboard(url: str) -> Iterator[object]:
-    """A Chromium page open at ``url``; page errors fail the test."""
-    from playwright.sync_api import sync_playwright
+def dashboard(url: str, csp_violations: list[str] | None = None) -> Iterator[object]:
+    """
+    A Chromium page open at ``url``; page errors fail the test, and so does any
+    Content-Security-Policy violation (or they are collected into ``csp_violations``).
+    """
+    from playwright.sync_api import ConsoleMessage, sync_playwright
 
     errors: list[str] = []
+    violations: list[str] = []
+
+    def console(msg: ConsoleMessage) -> None:
+        if "Content Security Policy" in msg.text:
+            violations.append(msg.text)
+
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=require_chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(url)
-            yield page
+            page.on("console", console)
+            page.add_init_script(CSP_WATCH)
+            response = page.goto(url)
+            # the page runs under its policy, so "no violation" means something
+            assert response is not None
+            assert "script-src 'self'" in response.headers["content-security-policy"]
+            yield CspSafePage(page)
+            violations.extend(page.evaluate("window.cspViolations"))
         finally:
             browser.close()
     assert errors == []
+    if csp_violations is None:
+        assert violations == []
+    else:
+        csp_violations.extend(violations)
 
 
 def rows(page: object) -> dict[str, float]:
@@ -269,3 +322,33 @@ def test_wheel_ships_the_dashboard(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("index.html", "dashboard.js", "dashboard.css"):
         assert f"quotes_server/static/{name}" in names
+
+
+def test_dashboard_csp_blocks_inline_code(start_server: StartServer) -> None:
+    """The browser enforces the page's policy: an inline <style> added at run time is refused."""
+    require_chromium()
+    server = start_server(None)
+    violations: list[str] = []
+    with dashboard(f"{server.http_url}/dashboard?tickers=AAPL", violations) as page:
+        page.wait_for_function("window.dashboard.state() === 'open'", timeout=15_000)  # type: ignore[attr-defined]
+        assert page.evaluate("window.cspViolations") == []  # type: ignore[attr-defined]
+        page.evaluate(  # type: ignore[attr-defined]
+            "() => { const s = document.createElement('style');"
+            " s.textContent = 'body { color: red }'; document.head.appendChild(s); }"
+        )
+        page.wait_for_function("window.cspViolations.length > 0", timeout=10_000)  # type: ignore[attr-defined]
+    assert any(v.startswith("style-src-elem inline") for v in violations), violations
+
+
+def test_dashboard_without_public_ready(start_server: StartServer) -> None:
+    """With /ready on the internal port (404 here), a refused page says it cannot tell why."""
+    require_chromium()
+    server = start_server(
+        None, auth_tokens="s3cret-token", internal_port=free_port(), wait_ready=False
+    )
+    with dashboard(f"{server.http_url}/dashboard?tickers=AAPL") as page:
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "document.getElementById('message').textContent.includes("
+            "'rejected (origin/auth?) or server unavailable')",
+            timeout=15_000,
+        )

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,7 +46,7 @@ def nginx_config(folder: Path, listen: int, upstreams: tuple[int, int]) -> str:
         "worker_processes auto;": "daemon off;\nworker_processes 1;",
         "pid /var/run/nginx.pid;": f"pid {folder}/nginx.pid;",
         "error_log /dev/stderr warn;": f"error_log {folder}/error.log warn;",
-        "access_log /dev/stdout;": f"access_log {folder}/access.log;\n"
+        "access_log /dev/stdout quotes;": f"access_log {folder}/access.log quotes;\n"
         + "".join(
             f"    {kind}_temp_path {folder}/{kind};\n"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -151,3 +152,53 @@ async def test_contract_through_nginx(
             after = client.stats.received
             await poll(lambda: client.stats.received > after, 20, "quotes after the failover")
             assert after >= before
+
+
+def fetch(url: str) -> tuple[int, bytes]:
+    """``GET url``: the status and body (errors included)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+async def test_nginx_hides_operator_endpoints_and_tokens(
+    redis_server: RedisServer, start_server: StartServer, tmp_path: Path
+) -> None:
+    """
+    Through nginx, /metrics and /ready answer 404 (the servers behind it serve both on
+    their own port here), and a token in the query string never reaches the access log.
+    """
+    one = start_server(redis_server)
+    two = start_server(redis_server)
+    assert one.get("/metrics")[0] == 200  # so a 404 below is nginx's doing
+    with nginx(tmp_path, (one.port, two.port)) as port:
+        base = f"http://127.0.0.1:{port}"
+        for path in ("/metrics", "/ready", "/metrics?x=1"):
+            status, body = await asyncio.to_thread(fetch, base + path)
+            assert status == 404, path
+            assert b"nginx" in body  # nginx's own page: never sent upstream
+        status, _body = await asyncio.to_thread(fetch, f"{base}/health?access_token=SECRET-1")
+        assert status == 200
+        async with open_ws(f"ws://127.0.0.1:{port}/ws/quotes?tickers=AAPL&access_token=SECRET-2"):
+            pass
+        access = tmp_path / "access.log"
+
+        def logged() -> bool:
+            text = access.read_text() if access.exists() else ""
+            return any("/ws/quotes" in line and '" 101 ' in line for line in text.splitlines())
+
+        # nginx writes a tunnel's line when it closes
+        await poll(logged, 15, "the WebSocket request in the access log")
+        text = access.read_text()
+    assert '"GET /health HTTP/1.1" 200' in text
+    assert '"GET /metrics HTTP/1.1" 404' in text
+    assert "SECRET" not in text
+    assert "access_token" not in text
+    assert '"GET /ws/quotes HTTP/1.1" 101' in text
+    assert (
+        one.metric("quotes_ws_handshakes_total", 'outcome="accepted"')
+        + two.metric("quotes_ws_handshakes_total", 'outcome="accepted"')
+        == 1
+    )

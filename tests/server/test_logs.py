@@ -98,3 +98,20 @@ def test_install_safe_logging_is_idempotent_and_covers_our_logger() -> None:
         "client c1 sent access_token=[redacted]",
     ]
     assert logging.getLogger("quotes_server").level == logging.INFO
+
+
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def test_bidi_controls_are_escaped() -> None:
+    """A right-to-left override cannot reorder a log line: it becomes ``\\x202e``."""
+    assert safe("user\u202eexe.txt") == "user\\x202eexe.txt"
+    assert safe("a\u2066b\u2069c\u200fd\u061ce") == "a\\x2066b\\x2069c\\x200fd\\x61ce"
+
+
+@given(st.text(alphabet=st.sampled_from(BIDI_CONTROLS + "ab\u05d0"), max_size=50))
+def test_no_bidi_control_survives(text: str) -> None:
+    """Whatever mix of bidi controls a client sends, none is left in the log line."""
+    out = safe(text)
+    assert not set(out) & set(BIDI_CONTROLS)
+    assert safe(out) == out

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from quotes_server.metrics import DISCONNECT_CODES, disconnect_label
 from tests.helpers.processes import RedisServer, wait_until
 from tests.helpers.server import CHANNEL, StartServer, quote_bytes
 from tests.helpers.ws import collect_until, open_ws
@@ -41,3 +42,31 @@ def test_the_server_runs_on_uvloop(redis_server: RedisServer, start_server: Star
     status, body = server.get("/ready")
     assert status == 200
     assert json.loads(body)["loop"] == "uvloop"
+
+
+async def test_client_chosen_close_codes_count_as_other(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """A client closing with 4321 is counted under code="other"; no "4321" series appears."""
+    server = start_server(redis_server)
+    url = f"{server.ws_url}/ws/quotes?tickers=AAPL"
+    async with open_ws(url) as ws:
+        await ws.close(code=4321, reason="mine")
+    async with open_ws(url) as ws:
+        await ws.close(code=1000)
+    wait_until(
+        lambda: server.metric("quotes_ws_disconnects_total", 'code="1000"') == 1,
+        what="the 1000 close counted",
+    )
+    assert server.metric("quotes_ws_disconnects_total", 'code="other"') == 1
+    assert "4321" not in server.get("/metrics")[1]
+
+
+def test_disconnect_label_is_bounded() -> None:
+    """Standard codes keep their label, every other code is "other", no code is "none"."""
+    assert disconnect_label(1000) == "1000"
+    assert disconnect_label(1013) == "1013"
+    assert disconnect_label(1015) == "1015"
+    assert disconnect_label(None) == "none"
+    labels = {disconnect_label(code) for code in range(65536)}
+    assert labels == {str(c) for c in DISCONNECT_CODES} | {"other"}

@@ -92,6 +92,11 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_MAX_CONNECTIONS_PER_IP",
         "WebSocket connections per client address, 0 for no cap (default 100)",
     ),
+    "ipv6_prefix": (
+        "QUOTES_IPV6_PREFIX",
+        "bits of an IPv6 client address counted as one client by the per-address cap, "
+        "32-128 (default 64: one /64; 128: the exact address)",
+    ),
     "trusted_proxies": (
         "QUOTES_TRUSTED_PROXIES",
         "comma-separated proxy IPs/CIDRs whose X-Forwarded-For is honoured (default none)",
@@ -115,6 +120,20 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "jwt_public_key_file": (
         "QUOTES_JWT_PUBLIC_KEY_FILE",
         "PEM public key of RS256 JWTs (turns auth on)",
+    ),
+    "internal_port": (
+        "QUOTES_INTERNAL_PORT",
+        "serve /metrics and /ready (and /health) on this port only, not on --port (default "
+        "unset: on --port); needs --workers 1",
+    ),
+    "internal_host": (
+        "QUOTES_INTERNAL_HOST",
+        "interface of --internal-port (default 127.0.0.1)",
+    ),
+    "api_docs": (
+        "QUOTES_API_DOCS",
+        "serve /docs, /redoc and /openapi.json: true|false (default false; /docs and /redoc "
+        "load Swagger UI and ReDoc from a public CDN)",
     ),
     "demo_rate": ("QUOTES_DEMO_RATE", "demo feed quotes per second (default 200)"),
     "demo_tickers": ("QUOTES_DEMO_TICKERS", "demo feed symbols (default 300)"),

@@ -15,7 +15,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
-from starlette.routing import WebSocketRoute
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from quotes_core import ClientError
@@ -26,14 +28,16 @@ from quotes_core.query import (
     parse_tickers_param,
 )
 from quotes_server import __version__
+from quotes_server.addresses import address_key
 from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
 from quotes_server.dashboard import add_dashboard
 from quotes_server.frames import FRAMES_EXTENSION
 from quotes_server.guard import install_protections
+from quotes_server.internal import InternalServer
 from quotes_server.limits import INBOUND_EXTENSION, LIMITS_STATE_KEY, ProtocolLimits
 from quotes_server.logs import safe
-from quotes_server.metrics import Metrics
+from quotes_server.metrics import Metrics, disconnect_label
 from quotes_server.runtime import Runtime
 from quotes_server.settings import Settings
 from quotes_server.sources import FollowsInterest, QuoteSource
@@ -126,7 +130,7 @@ class QuotesEndpoint:
         if settings.max_connections and len(runtime.connections) >= settings.max_connections:
             return 503, "Server at its connection limit; retry later", "over_capacity", None
         cap = settings.max_connections_per_ip
-        if cap and runtime.connections_from(_host(ws)) >= cap:
+        if cap and runtime.connections_from(_host(ws, settings.ipv6_prefix)) >= cap:
             return (
                 429,
                 f"Too many connections from this address (at most {cap})",
@@ -183,7 +187,7 @@ class QuotesEndpoint:
             receive,
             client_id=runtime.next_client_id(),
             remote=_remote(ws),
-            host=_host(ws),
+            host=_host(ws, runtime.settings.ipv6_prefix),
             frames=scope.get("extensions", {}).get(FRAMES_EXTENSION),
             inbound=scope.get("extensions", {}).get(INBOUND_EXTENSION),
             ticker_grant=grant.tickers if grant is not None else None,
@@ -212,7 +216,7 @@ class QuotesEndpoint:
             if expiry is not None:
                 expiry.cancel()
             runtime.remove(conn)
-            runtime.metrics.disconnects.labels(str(code)).inc()
+            runtime.metrics.disconnects.labels(disconnect_label(code)).inc()
             log.info(
                 "client %s disconnected code=%s reason=%r sent=%d conflated=%d",
                 conn.client_id,
@@ -242,10 +246,14 @@ def _remote(ws: WebSocket) -> str:
     return f"{client.host}:{client.port}" if client else "?"
 
 
-def _host(ws: WebSocket) -> str:
-    """The client's address (from ``X-Forwarded-For`` only behind a trusted proxy)."""
+def _host(ws: WebSocket, ipv6_prefix: int) -> str:
+    """
+    The key the client counts under for the per-address cap: its address (from
+    ``X-Forwarded-For`` only behind a trusted proxy), an IPv6 one as its network of
+    ``ipv6_prefix`` bits. Logs keep the exact address (:func:`_remote`).
+    """
     client = ws.client
-    return client.host if client else "?"
+    return address_key(client.host, ipv6_prefix) if client else "?"
 
 
 def _loop_name() -> str:
@@ -286,6 +294,18 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         on_limit=lambda event: metrics.limit_hits.labels(event).inc(),
     )
 
+    # /ready and /metrics tell connection counts, tasks and shard health: on the internal
+    # port when one is set, and then only there
+    operator_routes = _operator_routes(runtime, metrics, sharded)
+    internal: InternalServer | None = None
+    if settings.internal_port is not None:
+        internal_app = Starlette(
+            routes=[*operator_routes, Route("/health", _health, methods=["GET"])]
+        )
+        internal = InternalServer(
+            internal_app, settings.internal_host, settings.internal_port, limits
+        )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         log.info("effective cors_origins: %s", settings.cors_origins)
@@ -307,15 +327,25 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
             )
         else:
             log.info("subscribing to Redis channel %r", settings.channel)
+        if internal is not None:
+            await internal.start()  # first: a port in use fails the start-up before anything runs
         await runtime.start()
         yield {LIMITS_STATE_KEY: limits}
+        if internal is not None:
+            await internal.stop()
         await runtime.stop()
 
+    # the interactive API pages are off unless asked for: they describe only the HTTP
+    # routes, and /docs and /redoc pull their scripts from a CDN onto the dashboard's origin
+    api_docs = settings.api_docs
     app = FastAPI(
         title="quotes-server",
         version=__version__,
         summary="Real-time quotes over WebSockets",
         lifespan=lifespan,
+        docs_url="/docs" if api_docs else None,
+        redoc_url="/redoc" if api_docs else None,
+        openapi_url="/openapi.json" if api_docs else None,
     )
     # log redaction, and a refusal to serve without our uvicorn protocols and proxy rule
     install_protections(app, settings)
@@ -329,8 +359,24 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         """Liveness: the process answers."""
         return HEALTH
 
-    @app.get("/ready")
-    async def ready() -> JSONResponse:
+    if internal is None:
+        app.router.routes.extend(operator_routes)
+
+    add_dashboard(app)
+    return app
+
+
+async def _health(_request: Request) -> JSONResponse:
+    """Liveness on the internal port: the process answers."""
+    return JSONResponse(HEALTH)
+
+
+def _operator_routes(
+    runtime: Runtime, metrics: Metrics, sharded: FollowsInterest | None
+) -> list[Route]:
+    """``/ready`` and ``/metrics``: on the public port, or on the internal one when it is set."""
+
+    async def ready(_request: Request) -> JSONResponse:
         """Readiness: 200 while new WebSocket handshakes are accepted, else 503."""
         state = runtime.source.state
         body: dict[str, object] = {
@@ -346,10 +392,11 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
             body["shards"] = sharded.shard_health()
         return JSONResponse(body, status_code=200 if state.accepting else 503)
 
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(_request: Request) -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    add_dashboard(app)
-    return app
+    return [
+        Route("/ready", ready, methods=["GET"]),
+        Route("/metrics", prometheus_metrics, methods=["GET"]),
+    ]

@@ -33,8 +33,12 @@ __all__ = [
 SAFE_LIMIT = 200
 """Characters of a client-supplied string kept in a log line."""
 
-# C0 and C1 controls, DEL, and the Unicode line and paragraph separators
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators, and the bidi
+# controls (marks, embeddings, overrides, isolates) that make a terminal or a log viewer
+# show text in another order than it was written (CVE-2021-42574, "Trojan Source")
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 _TOKEN = re.compile(r"(access_token=)[^&\s\"']*", re.IGNORECASE)
 _BEARER = re.compile(r"(bearer\s+)\S+", re.IGNORECASE)
 

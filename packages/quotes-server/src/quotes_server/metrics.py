@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from quotes_server.limits import LIMIT_EVENTS
 from quotes_server.sources import ShardHealth, SourceState
 
-__all__ = ["HANDSHAKE_OUTCOMES", "HotCounters", "Metrics"]
+__all__ = ["DISCONNECT_CODES", "HANDSHAKE_OUTCOMES", "HotCounters", "Metrics", "disconnect_label"]
 
 HANDSHAKE_OUTCOMES = (
     "accepted",
@@ -31,6 +31,23 @@ HANDSHAKE_OUTCOMES = (
     "upstream_unavailable",
 )
 """Label values of ``quotes_ws_handshakes``."""
+
+DISCONNECT_CODES = range(1000, 1016)
+"""Close codes kept as their own ``quotes_ws_disconnects`` label: those RFC 6455 and the
+IANA registry define (1000-1015). Any other code is the client's choice (3000-4999 are
+free for applications), so it counts as ``other``: a peer cannot grow the series."""
+
+
+def disconnect_label(code: int | None) -> str:
+    """
+    The ``code`` label of ``quotes_ws_disconnects`` for a close code: the code itself
+    when it is in :data:`DISCONNECT_CODES`, ``other`` for any other code, ``none``
+    when the connection ended without one (e.g. lost before the handshake completed).
+    """
+    if code is None:
+        return "none"
+    return str(code) if code in DISCONNECT_CODES else "other"
+
 
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -125,7 +142,8 @@ class Metrics:
         )
         self.disconnects = Counter(
             "quotes_ws_disconnects",
-            "Closed WebSocket connections by close code.",
+            "Closed WebSocket connections by close code: 1000-1015 as is, any other code "
+            "as other, none when the connection ended without one.",
             ["code"],
             registry=r,
         )

@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quotes_core import (
@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     """Most WebSocket connections per process (0: no cap); past it handshakes get 503."""
     max_connections_per_ip: int = Field(100, ge=0)
     """Most WebSocket connections per client IP (0: no cap); past it handshakes get 429."""
+    ipv6_prefix: int = Field(64, ge=32, le=128)
+    """Bits of an IPv6 client address that count as one client for the per-address cap
+    (64: one ``/64`` network, what one host usually owns; 128: the exact address).
+    IPv4 addresses always count one by one."""
     trusted_proxies: Annotated[list[str], NoDecode] = []
     """Proxy addresses (IPs or CIDR networks) whose ``X-Forwarded-For`` names the client;
     from any other peer the header is ignored."""
@@ -157,6 +161,16 @@ class Settings(BaseSettings):
     jwt_leeway: float = Field(5.0, ge=0, le=300)
     """Seconds of clock skew tolerated on a JWT's ``exp``, ``nbf`` and ``iat`` (its issuer's
     clock may run ahead of ours); a connection is closed that long after ``exp``."""
+
+    # --- surfaces (docs: Security and limits) ---
+    internal_port: int | None = Field(None, ge=1, le=65535)
+    """Serve ``/metrics`` and ``/ready`` (and ``/health``) on this port instead of the
+    public one, where they then answer 404; unset keeps them on the public port."""
+    internal_host: str = "127.0.0.1"
+    """Interface of the internal port."""
+    api_docs: bool = False
+    """Serve FastAPI's ``/docs``, ``/redoc`` and ``/openapi.json`` (off: 404). ``/docs`` and
+    ``/redoc`` load their scripts and styles from a public CDN."""
 
     demo_rate: float = Field(200.0, gt=0)
     """Quotes per second of the built-in demo feed."""
@@ -209,6 +223,27 @@ class Settings(BaseSettings):
                 f"handshake_timeout ({self.handshake_timeout:g}): the request includes its head"
             )
         return self
+
+    @field_validator("internal_port", mode="before")
+    @classmethod
+    def _blank_port_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("internal_port")
+    @classmethod
+    def _check_internal_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # workers and port are declared (so validated) before internal_port
+        workers, port = info.data.get("workers", 1), info.data.get("port")
+        if value is not None and workers > 1:
+            raise ValueError(
+                "it serves one process's /metrics and /ready, so it needs workers=1 (got "
+                f"{workers}: the workers would compete for the port and each scrape would "
+                "reach one of them); run one worker per instance, several instances behind "
+                "the proxy, or leave internal_port unset"
+            )
+        if value is not None and value == port:
+            raise ValueError(f"it must differ from port ({port})")
+        return value
 
     @property
     def demo(self) -> bool:

@@ -159,12 +159,15 @@
   }
 
   // The browser reports only 1006 for a refused handshake; /ready tells an upstream
-  // outage (503) apart from a refusal of this page (origin or token).
+  // outage (503) apart from a refusal of this page (origin or token). A server with an
+  // internal port (or a proxy) answers /ready with 404: then it cannot tell.
   function diagnose() {
     phase = "rejected";
     say("handshake failed: rejected (origin/auth?)", true);
     fetch("/ready", { cache: "no-store" }).then((r) => {
-      if (!r.ok) {
+      if (r.status === 404) {
+        say("handshake failed: rejected (origin/auth?) or server unavailable", true);
+      } else if (!r.ok) {
         phase = "closed";
         say(`handshake failed: server unavailable (/ready ${r.status})`, true);
       }
