@@ -238,6 +238,9 @@ class ServerProcess:
         wait_until(self._ready, timeout=timeout, what=f"{self.argv[:4]} on port {self.port}")
         return self
 
+    ready_on_any_status = False
+    """True: ready once the health path answers at all (an error status included)."""
+
     def _ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
@@ -247,6 +250,8 @@ class ServerProcess:
         try:
             with urllib.request.urlopen(self.http_url + self.health_path, timeout=1) as r:
                 return bool(r.status == 200)
+        except urllib.error.HTTPError:
+            return self.ready_on_any_status
         except (OSError, urllib.error.URLError):
             return False
 

@@ -50,7 +50,10 @@ async def keep_sending(ws: ClientConnection) -> None:
 
 @contextlib.contextmanager
 def raw_sender(sock: socket.socket) -> Iterator[threading.Event]:
-    """A thread sending small binary frames on ``sock`` until the block ends or it fails."""
+    """
+    A thread sending small binary frames on ``sock`` until the block ends or it fails
+    (it has stopped when the block ends: a client sends nothing after its close frame).
+    """
     stop = threading.Event()
     sending = threading.Event()
 
@@ -94,7 +97,7 @@ async def raw_closed_while_sending(
         with raw_sender(sock):
             await trigger()
             _frames, code, reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
-            assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
+        assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
     finally:
         sock.close()
     return code, reason
@@ -181,7 +184,7 @@ async def test_oversize_frame_1009_reaches_a_sending_client(
         with raw_sender(sock):
             sock.sendall(client_frame(b"x" * 4096, opcode=0x2))
             _frames, code, _reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
-            assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
+        assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
     finally:
         sock.close()
     assert code == 1009
@@ -248,7 +251,7 @@ async def test_slow_consumer_1013_reaches_a_sending_client_once_it_reads(
             with raw_sender(sock):
                 await until_closed_as_slow()
                 _frames, code, reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
-                assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
+            assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
         finally:
             sock.close()
         got = (code, reason)
