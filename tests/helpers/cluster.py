@@ -122,7 +122,17 @@ class RedisClusterProcesses:
         for node in self.nodes:
             self._start_node(node)
         for node in self.nodes:
-            wait_until(lambda n=node: self._pings(n), timeout=10, what=f"node {node.port}")
+            for attempt in range(3):
+                try:
+                    wait_until(lambda n=node: self._pings(n), timeout=10, what=f"node {node.port}")
+                    break
+                except TestSetupError:
+                    # a free port can be taken between choosing it and binding it (a
+                    # busy machine's outgoing connections use the same range): new ports
+                    if attempt == 2:
+                        raise
+                    node.port, node.bus_port = free_port(), free_port()
+                    self._start_node(node)
         argv = [self.cli, "--cluster", "create"]
         argv += [f"127.0.0.1:{n.port}" for n in self.nodes]
         argv += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]

@@ -98,6 +98,7 @@ class RedisServer:
             raise TestSetupError(REDIS_INSTALL_HINT)
         self.binary = binary
         self.port = port or free_port()
+        self._port_chosen = port is None
         self.dir = tempfile.mkdtemp(prefix="quotes-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -114,6 +115,19 @@ class RedisServer:
             return False
 
     def start(self) -> RedisServer:
+        for attempt in range(3):
+            try:
+                return self._start()
+            except TestSetupError:
+                # a port we chose can be taken between choosing and binding it (a busy
+                # machine's outgoing connections use the same range): choose again, once
+                # only before the first start (a restart keeps its clients' URL)
+                if attempt == 2 or not self._port_chosen:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self) -> RedisServer:
         argv = [
             self.binary,
             "--port", str(self.port),
@@ -126,6 +140,7 @@ class RedisServer:
         ]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self._ready, timeout=10, what=f"redis-server on port {self.port}")
+        self._port_chosen = False  # started: its URL is handed out from now on
         return self
 
     def _ready(self) -> bool:
