@@ -15,8 +15,10 @@ message gets an ``error`` frame whose ``code`` is one of :data:`ActionErrorCode`
 the connection stays open.
 
 Everything here is pure: :func:`parse_action` turns text into an :class:`Action`,
-:func:`apply_action` computes the new filter, and the ``*_event`` functions encode
-control frames (the caller passes the time).
+:func:`apply_action` computes the new filter, the ``*_event`` functions encode
+control frames (the caller passes the time), and :func:`answer` puts them together:
+what every server (``quotes-server``, the scripted test server) does with one client
+message, so they answer alike.
 
 Every action is bounded in what it may cost the server: at most
 :data:`~quotes_core.MAX_FILTER_TICKERS` tickers, a ``ping`` id of at most
@@ -27,13 +29,15 @@ Every action is bounded in what it may cost the server: at most
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from quotes_core.errors import ActionError, InvalidTickers
+from quotes_core.history import StreamItem
 from quotes_core.schema import format_timestamp
+from quotes_core.snapshot import Snapshot
 from quotes_core.tickers import MAX_FILTER_TICKERS, TickerFilter, normalize_ticker
 
 __all__ = [
@@ -41,6 +45,8 @@ __all__ = [
     "TICKERS_PER_TOKEN",
     "Action",
     "ActionKind",
+    "Reply",
+    "answer",
     "apply_action",
     "error_event",
     "parse_action",
@@ -54,6 +60,8 @@ ActionKind = Literal["subscribe", "unsubscribe", "set", "ping"]
 """The actions a client may send."""
 
 _KINDS: tuple[ActionKind, ...] = ("subscribe", "unsubscribe", "set", "ping")
+
+P = TypeVar("P")
 
 _ERROR_MESSAGE_LIMIT = 200
 
@@ -185,6 +193,68 @@ def apply_action(current: TickerFilter, action: Action) -> TickerFilter:
             f"too many tickers ({len(new)}; at most {MAX_FILTER_TICKERS} per connection)",
         )
     return TickerFilter(new)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[P]):
+    """What a server does for one client message (see :func:`answer`)."""
+
+    event: str
+    """The control frame to send, after everything already pending for the client."""
+    filter: TickerFilter | None = None
+    """The client's new filter, or ``None`` when it does not change."""
+    snapshot: list[StreamItem[P]] = field(default_factory=list)
+    """The latest quotes of newly added tickers (``snapshot=1`` clients), sent right
+    after :attr:`event` and before any live quote of those tickers."""
+    error: ActionError | None = None
+    """Why the message was refused, when :attr:`event` is an ``error`` frame."""
+
+
+def answer(
+    text: str,
+    current: TickerFilter,
+    *,
+    now: datetime,
+    grant: frozenset[str] | None = None,
+    snapshot: Snapshot[P] | None = None,
+    charge: Callable[[int], bool] | None = None,
+) -> Reply[P] | None:
+    """
+    A server's answer to one client text message.
+
+    Args:
+        text: the message.
+        current: the client's filter now.
+        now: the server's clock (UTC), for ``pong``.
+        grant: the tickers the client's token may subscribe to (``None``: any).
+        snapshot: the latest quotes, for a client that asked for ``snapshot=1``
+            (``None`` otherwise): newly added tickers get theirs.
+        charge: weighs a valid action more than the one frame it came in (its
+            :attr:`Action.cost` less one); returns False past the inbound rate.
+
+    Returns:
+        The reply, or ``None`` when ``charge`` refused the action: the connection is
+        closing for its inbound rate, and the action must not be applied.
+    """
+    try:
+        action = parse_action(text)
+        if action.cost > 1 and charge is not None and not charge(action.cost - 1):
+            return None
+        if action.kind == "ping":
+            return Reply(pong_event(action.id, now))
+        new = apply_action(current, action)
+        if grant is not None and (new.tickers is None or not new.tickers <= grant):
+            raise ActionError("forbidden", "the token does not grant every requested ticker")
+    except ActionError as exc:
+        return Reply(error_event(exc), error=exc)
+    old = current.tickers
+    first: list[StreamItem[P]] = []
+    if snapshot is not None and old is not None:
+        if new.tickers is None:
+            first = [i for i in snapshot.select(new) if i.ticker not in old]
+        else:
+            first = snapshot.select(new.tickers - old)
+    return Reply(subscribed_event(new), new, first)
 
 
 def _dumps(obj: object) -> str:

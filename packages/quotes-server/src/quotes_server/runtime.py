@@ -33,7 +33,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quotes_core import (
-    ActionError,
     FlushPacer,
     History,
     Hub,
@@ -44,13 +43,9 @@ from quotes_core import (
     StreamOptions,
     Subscription,
     TickerFilter,
-    apply_action,
-    error_event,
+    answer,
     opening,
-    parse_action,
     parse_quote,
-    pong_event,
-    subscribed_event,
 )
 from quotes_server.connection import CloseCode, Connection, PlainOutbox, Receive, Send
 from quotes_server.frames import FramesExtension, text_frame
@@ -337,43 +332,31 @@ class Runtime:
         conn.on_ready()
 
     def _act(self, conn: Connection, session: Session, text: str) -> None:
-        try:
-            action = parse_action(text)
-            if action.cost > 1 and not conn.charge(action.cost - 1):
-                return  # past the inbound rate: the connection is closing with 1008
-            if action.kind == "ping":
-                session.control(pong_event(action.id, datetime.now(UTC)))
-            else:
-                self._filter_action(conn, session, apply_action(conn.sub.filter, action))
-        except ActionError as exc:
+        reply = answer(
+            text,
+            conn.sub.filter,
+            now=datetime.now(UTC),
+            grant=conn.ticker_grant,
+            snapshot=self.snapshot if session.options.snapshot else None,
+            charge=conn.charge,
+        )
+        if reply is None:
+            return  # past the inbound rate: the connection is closing with 1008
+        if reply.error is not None:
             self.client_log(
                 logging.INFO,
                 "client %s sent an invalid message (%s): %s",
                 conn.client_id,
-                exc.code,
+                reply.error.code,
                 safe(text, 100),
             )
-            session.control(error_event(exc))
-
-    def _filter_action(
-        self,
-        conn: Connection,
-        session: Session,
-        new: TickerFilter,
-    ) -> None:
-        grant = conn.ticker_grant
-        if grant is not None and (new.tickers is None or not new.tickers <= grant):
-            raise ActionError("forbidden", "the token does not grant every requested ticker")
-        old = conn.sub.filter.tickers
         # the reply goes out after what is pending and before any quote of a new ticker
-        session.control(subscribed_event(new))
-        session.retain(new)
-        if session.options.snapshot and old is not None:
-            if new.tickers is None:
-                session.extend(i for i in self.snapshot.select(new) if i.ticker not in old)
-            else:
-                session.extend(self.snapshot.select(new.tickers - old))
-        self.change_filter(conn, new)
+        session.control(reply.event)
+        new = reply.filter
+        if new is not None:
+            session.retain(new)
+            session.extend(reply.snapshot)
+            self.change_filter(conn, new)
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.sub] = conn
