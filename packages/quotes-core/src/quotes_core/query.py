@@ -88,6 +88,15 @@ class StreamOptions:
         """True when no option is on (the contract's stream, byte for byte)."""
         return not (self.snapshot or self.seq or self.batch) and self.max_hz is None
 
+    @property
+    def sequenced(self) -> bool:
+        """
+        True when the client's live quotes need their stream position (``seq``,
+        ``batch`` or ``max_hz``): a server routes them through its sequenced hub, the
+        others (``snapshot=1`` alone included) through the hub of plain quotes.
+        """
+        return self.seq or self.batch or self.max_hz is not None
+
     def to_query(self) -> dict[str, str]:
         """The query parameters that give these options (for clients)."""
         out: dict[str, str] = {}

@@ -238,11 +238,7 @@ class Runtime:
         The snapshot and the replay of a resume are taken in this same synchronous
         step as the subscription, so the client gets every quote exactly once.
         """
-        hub: Hub[Any]
-        if options.seq or options.batch or options.max_hz is not None:
-            hub = self.stream_hub
-        else:
-            hub = self.hub
+        hub: Hub[Any] = self.stream_hub if options.sequenced else self.hub
         sub: Subscription[Any] = hub.subscribe(ticker_filter, mode=mode)
         session = None if options.plain else self._session(hub, sub, options)
         conn = Connection(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import ServerConnection
@@ -26,10 +27,12 @@ from websockets.exceptions import ConnectionClosed
 from quotes_core import (
     Hub,
     Mode,
+    Reply,
     StreamItem,
     StreamOptions,
     Subscription,
     TickerFilter,
+    answer,
     with_position,
 )
 
@@ -190,6 +193,26 @@ class ScriptedConnection:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
         if self._has_pending():
             self._wake.set()
+
+    def _answer(self, text: str) -> None:
+        # the client's message, answered as quotes-server answers it (no token, no
+        # inbound rate here): the reply after everything pending, hub included, then
+        # the snapshot of added tickers, then the new filter
+        reply: Reply[str] | None = answer(
+            text,
+            self.subscription.filter,
+            now=datetime.now(UTC),
+            snapshot=self.server.snapshot if self.options.snapshot else None,
+        )
+        if reply is None:  # only a charge refuses; none is given
+            return
+        if self.subscription.pending:
+            self._out.extend(self.hub.drain(self.subscription))
+        self._out.append(reply.event)
+        if reply.filter is not None:
+            self._out.extend(reply.snapshot)
+            self.hub.change_filter(self.subscription, reply.filter)
+        self._wake.set()
 
     def _queue(self, elements: list[Element]) -> None:
         # the handshake's control frame, snapshot or replay: before any live quote

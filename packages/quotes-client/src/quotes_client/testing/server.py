@@ -18,8 +18,9 @@ frames come from :func:`quotes_core.with_position`, ``since=`` and ``snapshot=1`
 are answered by :func:`quotes_core.opening` (the ``recovered`` frame, then the bounded
 replay or the snapshot, as ``quotes-server`` decides them), ``batch=1``
 sends JSON arrays. :meth:`ScriptedServer.new_epoch` simulates an outage or restart.
-Not scripted: ``max_hz`` (parsed, then ignored) and client actions (recorded in
-``received``, never answered).
+Client actions are answered by :func:`quotes_core.answer`, as ``quotes-server``
+answers them (and recorded in ``received``). Not scripted: ``max_hz`` (parsed, then
+ignored).
 
 Everything is observable and awaitable (``wait_connections``, ``drain``...), so
 tests need no sleeps.
@@ -360,7 +361,7 @@ class ScriptedServer:
         # subscribe before the 101 goes out: whatever is published once the client
         # has seen it reaches the client (as in quotes-server); the snapshot and the
         # replay are taken in this same synchronous step: every quote exactly once
-        hub: Hub[Any] = self.hub if options.plain else self.stream_hub
+        hub: Hub[Any] = self.stream_hub if options.sequenced else self.hub
         sub = hub.subscribe(ticker_filter, mode=mode)
         conn = ScriptedConnection(
             self, hub, sub, parts.path, query, request.headers, len(self.connections), options
@@ -417,6 +418,8 @@ class ScriptedServer:
         try:
             async for message in ws:
                 conn.received.append(message)
+                if isinstance(message, str):
+                    conn._answer(message)
                 self._notify()
         except ConnectionClosed:
             pass
