@@ -20,10 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import jwt
+import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from tests.helpers.processes import RedisServer, ServerProcess
+from tests.helpers.processes import RedisServer, ServerProcess, eventually
 from tests.helpers.rawws import (
     answer_close,
     client_frame,
@@ -271,3 +272,62 @@ async def _close(
     if client == "websockets":
         return await closed_while_sending(f"{server.ws_url}{path}", trigger)
     return await raw_closed_while_sending(server.port, path, trigger)
+
+
+def _ends_with_a_reset(sock: socket.socket) -> bool:
+    """Read to the end: True when the connection ended with a reset, not EOF."""
+    sock.settimeout(30)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        return True
+    return False
+
+
+def _server_side_sockets(server_port: int, client_port: int) -> list[str]:
+    """TCP states of the server's end of one connection, orphaned sockets included."""
+    return [
+        c.status
+        for c in psutil.net_connections(kind="tcp4")
+        if c.laddr and c.raddr and c.laddr.port == server_port and c.raddr.port == client_port
+    ]
+
+
+async def test_an_unresponsive_peer_is_reset_and_leaves_nothing_in_the_kernel(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """
+    A peer that stops reading: no pong, so 1011 and close_timeout; then a reset, so the
+    kernel drops the backlog it held for it (a plain close left the socket orphaned
+    in FIN-WAIT-1 with its unsent megabytes for minutes).
+    """
+    server = start_server(
+        redis_server,
+        ws_ping_interval=1,
+        ws_ping_timeout=1,
+        close_timeout=1,
+        slow_client_timeout=600,
+        buffer_size=100_000,
+    )
+    sock = raw_handshake(server.port, "/ws/quotes", rcvbuf=4096)
+    client_port = sock.getsockname()[1]
+    try:
+        # fill every buffer on the way: the server's kernel keeps a backlog for it
+        await asyncio.to_thread(
+            redis_server.publish_many, "quotes.realtime", [_quote(i) for i in range(20_000)]
+        )
+        await eventually(
+            lambda: "disconnected code=1011" in server.log(),
+            timeout=30,
+            what="the keepalive to close the peer with 1011",
+        )
+        await eventually(
+            lambda: not _server_side_sockets(server.port, client_port),
+            timeout=30,
+            what="the server's socket to be gone from the kernel",
+        )
+        assert _ends_with_a_reset(sock)
+    finally:
+        sock.close()
+    assert server.metric("quotes_ws_disconnects_total", 'code="1011"') == 1

@@ -17,9 +17,12 @@ uvicorn's sans-I/O WebSocket protocol with these changes for a streaming server.
    shutdown; with the peer's data still unread, the kernel answers with a reset,
    which can destroy the close frame before the peer reads it (it sees 1006).
    After every close frame we send, the socket keeps reading and discarding until
-   the peer's close reply or EOF (then a FIN), and is aborted only when the peer
-   answers nothing within ``close_timeout``. Invalid UTF-8 is answered 1007 like
-   any protocol error, without uvicorn's ERROR line and traceback.
+   the peer's close reply or EOF (then a FIN), and is reset only when the peer
+   answers nothing within ``close_timeout`` (a reset, not a plain close: a peer
+   that does not read would otherwise leave its unsent backlog in an orphaned
+   kernel socket for minutes). A keepalive ping timeout (1011) goes the same way.
+   Invalid UTF-8 is answered 1007 like any protocol error, without uvicorn's
+   ERROR line and traceback.
 3. **Answers every handshake.** When the ``websockets`` parser itself rejects a
    request (a request line or header over its limits, or no valid HTTP at all) it
    queues a ``414``/``431`` response or an EOF that uvicorn never writes, so the
@@ -43,6 +46,9 @@ uvicorn's sans-I/O WebSocket protocol with these changes for a streaming server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from typing import Any
 
 import websockets.http11
@@ -70,6 +76,9 @@ POLICY_VIOLATION = 1008
 INBOUND_RATE_REASON = "Policy violation: too many messages"
 INVALID_DATA = 1007
 INVALID_UTF8_REASON = "Invalid UTF-8 in a text message"
+INTERNAL_ERROR = 1011
+KEEPALIVE_REASON = "keepalive ping timeout"
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 # uvicorn hands the upgrade request, already parsed and bounded by
 # QuotesHttpProtocol, to the websockets parser again; let that parser accept every
@@ -282,12 +291,35 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
         return True
 
     def keepalive_timeout(self) -> None:
-        super().keepalive_timeout()
-        self._abort_later()
+        # no pong in time: the close frame still goes out and the socket waits
+        # close_timeout for the peer, like every close of ours (uvicorn closed the
+        # socket at once, and the app saw 1005 instead of 1011)
+        self.pong_timer = None
+        self.pending_ping_payload = None
+        if self.close_sent or self.transport.is_closing():
+            return
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": INTERNAL_ERROR, "reason": KEEPALIVE_REASON}
+        )
+        self.conn.fail(INTERNAL_ERROR, KEEPALIVE_REASON)
+        self._closing()
 
     def _abort_later(self) -> None:
-        transport = self.transport
-        self.close_timer = self.loop.call_later(self.close_timeout, transport.abort)
+        self.close_timer = self.loop.call_later(self.close_timeout, self._abort)
+
+    def _abort(self) -> None:
+        """
+        The peer answered nothing within close_timeout: reset the connection. A plain
+        close would leave what the kernel still holds for a peer that does not read
+        (megabytes, for a stalled reader) in an orphaned FIN-WAIT-1 socket for
+        minutes; a reset frees it at once.
+        """
+        self.close_timer = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.close_timer is not None:
