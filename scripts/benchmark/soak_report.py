@@ -116,8 +116,8 @@ def render_markdown(soak: dict[str, Any], settings: dict[str, Any]) -> str:
     stable = soak["checks"]["stable"]
     minutes = soak["options"]["duration_s"] / 60
     lines = [
-        f"{settings.get('clients')} clients x {settings.get('tickers_per_client')} of "
-        f"{settings.get('ticker_count')} tickers at {soak['options']['rate']:g} quotes/s for "
+        f"{settings['clients']:,} clients x {settings['tickers_per_client']} of "
+        f"{settings['ticker_count']} tickers at {soak['options']['rate']:g} quotes/s for "
         f"{round(minutes, 1):g} minutes, {len(soak['periods'])} periods of "
         f"{soak['options']['period_s']:g} s: **{'passed' if soak['passed'] else 'failed'}**.",
         "",
