@@ -8,7 +8,7 @@ SYNC := --locked --all-packages --all-groups
 export UV_PYTHON_DOWNLOADS := never
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run test lint typecheck docs docs-serve schema bench screenshot dashboard-fps ci sync clean
+.PHONY: run test lint typecheck docs docs-serve schema bench soak-plot screenshot dashboard-fps ci sync clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -44,6 +44,11 @@ schema: sync
 
 bench: sync
 	$(UV) run $(SYNC) python scripts/benchmark/ws_latency_benchmark.py $(ARGS)
+
+## Plot a soak report (JSON=file written with --scenario soak --output) into
+## docs/img/soak.svg and print its figures for docs/performance.md.
+soak-plot: sync
+	$(UV) run $(SYNC) python scripts/benchmark/soak_plot.py $(JSON) --svg docs/img/soak.svg
 
 ## Regenerate docs/img/dashboard.png (headless Chromium against a demo-feed server).
 screenshot: sync

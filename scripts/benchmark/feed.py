@@ -64,8 +64,11 @@ def parse_timestamp(ts: bytes) -> float:
         return -1.0
 
 
-def _price_tail(index: int, variant: int) -> bytes:
-    """The fields after the timestamp, for one ticker and one price variant."""
+def _price_parts(index: int, variant: int) -> tuple[bytes, int, bytes]:
+    """
+    The fields after the timestamp, for one ticker and one price variant: the prices
+    up to ``"volume":``, the volume, and the quote's end after it.
+    """
     base = 20.0 + (index * 37 % 480)
     close = round(base * (1 + (variant - _VARIANTS / 2) / 1000), 2)
     low = round(min(base, close) - 0.05, 2)
@@ -74,9 +77,16 @@ def _price_tail(index: int, variant: int) -> bytes:
     bid = round(close - 0.01, 2)
     ask = round(close + 0.01, 2)
     return (
-        f',"open":{base!r},"high":{high!r},"low":{low!r},"close":{close!r},'
-        f'"volume":{volume},"bid":{bid!r},"ask":{ask!r}}}'
-    ).encode()
+        f',"open":{base!r},"high":{high!r},"low":{low!r},"close":{close!r},"volume":'.encode(),
+        volume,
+        f',"bid":{bid!r},"ask":{ask!r}}}'.encode(),
+    )
+
+
+def _price_tail(index: int, variant: int) -> bytes:
+    """The fields after the timestamp, for one ticker and one price variant."""
+    head, volume, end = _price_parts(index, variant)
+    return b"%s%d%s" % (head, volume, end)
 
 
 class QuoteFactory:
@@ -92,6 +102,7 @@ class QuoteFactory:
         self.tickers = tickers
         self._heads = [b'{"ticker":"%s","timestamp":"' % t.encode() for t in tickers]
         self._tails = [[_price_tail(i, v) for v in range(_VARIANTS)] for i in range(len(tickers))]
+        self._parts = [[_price_parts(i, v) for v in range(_VARIANTS)] for i in range(len(tickers))]
         self._sec = -1
         self._sec_text = b""
 
@@ -113,6 +124,27 @@ class QuoteFactory:
             self._sec_text,
             us,
             self._tails[ticker_index][seq % _VARIANTS],
+        )
+
+    def counted_quote(self, seq: int, ticker_index: int, epoch_us: int, volume: int) -> bytes:
+        """
+        Like :meth:`quote`, with ``volume`` in place of the price variant's volume.
+
+        The soak scenario numbers each ticker's quotes 1, 2, 3 ... in this field, so a
+        client sees a lost, repeated or reordered quote as a break in that sequence.
+        """
+        sec, us = divmod(epoch_us, 1_000_000)
+        if sec != self._sec:
+            self._sec = sec
+            self._sec_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec)).encode()
+        head, _, end = self._parts[ticker_index][seq % _VARIANTS]
+        return b'%s%s.%06dZ"%s%d%s' % (
+            self._heads[ticker_index],
+            self._sec_text,
+            us,
+            head,
+            volume,
+            end,
         )
 
     def warmup_quote(self, ticker_index: int) -> bytes:

@@ -213,14 +213,22 @@ class Worker:
         self.done = asyncio.Event()
         self.loop_lags: list[float] = []
 
+    def new_client(self, index: int) -> Client:
+        """The listener of connection ``index`` (a subclass may keep more per connection)."""
+        return Client(self.rec)
+
+    def url_for(self, index: int) -> str:
+        """The URL connection ``index`` opens (a subclass may add to it, e.g. on reconnect)."""
+        return self.spec.urls[index]
+
     async def _connect_one(self, index: int, sem: asyncio.Semaphore, deadline: float) -> None:
-        url = self.spec.urls[index]
+        url = self.url_for(index)
         delay = 0.1
         async with sem:
             while True:
                 try:
                     _, client = await ws_connect(
-                        lambda: Client(self.rec),
+                        lambda: self.new_client(index),
                         url,
                         websocket_handshake_timeout=max(1.0, deadline - time.monotonic()),
                         read_buffer_init_size=4096,

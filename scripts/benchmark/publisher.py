@@ -244,6 +244,18 @@ def _run_schedule(
     return _Paced(i, gave_up, lags, batches, wall0, wall1, cpu0, cpu1)
 
 
+def _maker(
+    factory: QuoteFactory, order: list[int], step_us: float, counted: bool
+) -> Callable[[int, int], bytes]:
+    """``make(k, start_us)``: the payload of quote ``k`` of a phase."""
+    n_order = len(order)
+    if counted:
+        return lambda k, start_us: factory.counted_quote(
+            k, order[k % n_order], start_us + int(k * step_us), k // n_order + 1
+        )
+    return lambda k, start_us: factory.quote(k, order[k % n_order], start_us + int(k * step_us))
+
+
 class Publisher:
     """One Redis connection and the phases published through it."""
 
@@ -297,7 +309,9 @@ class Publisher:
         self.replies.wait_for(self.sent, 10)
         return {"published": len(ticker_indexes), "replies": self.replies.count - before}
 
-    def run(self, start: float, rate: float, duration: float, order: list[int]) -> PhaseStats:
+    def run(
+        self, start: float, rate: float, duration: float, order: list[int], counted: bool = False
+    ) -> PhaseStats:
         """
         Publish ``rate * duration`` quotes on the fixed grid starting at wall time ``start``.
 
@@ -307,17 +321,23 @@ class Publisher:
             rate: quotes per second.
             duration: seconds.
             order: ticker indexes cycled through, one per quote.
+            counted: number each ticker's quotes 1, 2, 3 ... in ``volume``
+                (``order`` must then name each ticker once).
         """
         step_us = 1_000_000 / rate
         factory, frame, sock, replies = self.factory, self._frame, self.sock, self.replies
         n_order = len(order)
         replies_before, errors_before = replies.count, replies.errors
+        make = _maker(factory, order, step_us, counted) if counted else None
 
         def send(i: int, due: int, start_us: int, timeout: float) -> bool:
-            chunk = b"".join(
-                frame(factory.quote(k, order[k % n_order], start_us + int(k * step_us)))
-                for k in range(i, due)
-            )
+            if make is None:  # the hot path of the other scenarios: no call per quote
+                chunk = b"".join(
+                    frame(factory.quote(k, order[k % n_order], start_us + int(k * step_us)))
+                    for k in range(i, due)
+                )
+            else:
+                chunk = b"".join(frame(make(k, start_us)) for k in range(i, due))
             sock.settimeout(timeout)
             try:
                 sock.sendall(chunk)
@@ -502,19 +522,26 @@ class ShardedPublisher:
         after = sum(link.replies.count for link in self.links)
         return {"published": len(ticker_indexes), "replies": after - before}
 
-    def run(self, start: float, rate: float, duration: float, order: list[int]) -> PhaseStats:
+    def run(
+        self, start: float, rate: float, duration: float, order: list[int], counted: bool = False
+    ) -> PhaseStats:
         """Publish ``rate * duration`` quotes on the fixed grid (see :meth:`Publisher.run`)."""
         step_us = 1_000_000 / rate
-        factory, frame, link_of = self.factory, self._frame, self.link_of
+        frame, link_of = self._frame, self.link_of
         links = self.links
         n_order = len(order)
         before = [(link.replies.count, link.replies.errors, link.published) for link in links]
+        factory = self.factory
+        make = _maker(factory, order, step_us, counted) if counted else None
 
         def send(i: int, due: int, start_us: int, timeout: float) -> bool:
             frames: list[list[bytes]] = [[] for _ in links]
             for k in range(i, due):
                 t = order[k % n_order]
-                payload = factory.quote(k, t, start_us + int(k * step_us))
+                if make is None:
+                    payload = factory.quote(k, t, start_us + int(k * step_us))
+                else:
+                    payload = make(k, start_us)
                 frames[link_of[t]].append(frame(t, payload))
             try:
                 self._send_split(frames, timeout)
@@ -598,7 +625,7 @@ def publisher_main(
     Entry point of the publisher process: obey commands from the orchestrator.
 
     Commands (tuples on ``conn``): ``("warmup", [ticker indexes])``,
-    ``("run", start, rate, duration, order)``, ``("close",)``. Each gets one reply:
+    ``("run", start, rate, duration, order[, counted])``, ``("close",)``. Each gets one reply:
     ``("ok", result)`` or ``("error", message)``. Setting the ``stop`` event (a
     ``multiprocessing.Event``) ends a running phase early. With ``shards``, quotes
     go out as ``SPUBLISH`` on the shard channels (:class:`ShardedPublisher`).

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import soak_report
 
 __all__ = [
     "headline",
@@ -122,6 +123,8 @@ def headline(result: dict[str, Any]) -> dict[str, float | None]:
         }
     if kind == "cluster":
         return _cluster_headline(result["cluster"])
+    if kind == "soak":
+        return soak_report.headline(result["soak"])
     if kind == "slow":
         slow = result["slow"]
         out = {
@@ -276,6 +279,9 @@ def render_text(report: dict[str, Any]) -> str:
         lines.append("  " + "  ".join(cells))
     for n in names:
         for i, run in enumerate(targets[n]["runs"]):
+            if "soak" in run:
+                lines.append(f"[{n} run {i + 1}]")
+                lines.extend(soak_report.render_text(run["soak"]))
             for w in dict.fromkeys(run.get("warnings", [])):
                 lines.append(f"  warning [{n} run {i + 1}]: {w}")
     return "\n".join(lines)

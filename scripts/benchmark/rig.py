@@ -179,6 +179,10 @@ class Rig:
         names = ",".join(self.tickers[i] for i in tickers)
         return f"{self.cfg.ws_url}{sep}tickers={urlquote(names, safe=',')}"
 
+    def worker_entry(self) -> Callable[[WorkerSpec, Connection], None]:
+        """The client processes' entry point (the soak's rig runs clients that check more)."""
+        return worker_main
+
     def _server_procs(self) -> list[psutil.Process]:
         return process_tree(self.server_pids)
 
@@ -215,7 +219,10 @@ class Rig:
             spec = WorkerSpec(worker_id=w, urls=urls, connect_timeout=cfg.connect_timeout)
             parent, child = _CTX.Pipe()
             proc = _CTX.Process(
-                target=worker_main, args=(spec, child), name=f"bench-clients-{w}", daemon=True
+                target=self.worker_entry(),
+                args=(spec, child),
+                name=f"bench-clients-{w}",
+                daemon=True,
             )
             proc.start()
             self.procs.append(proc)

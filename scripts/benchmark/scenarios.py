@@ -21,6 +21,11 @@ The named scenarios and how each one runs against one server.
                  (``--spawn ours`` only): the contract's single channel on one Redis,
                  the sharded upstream on one non-cluster Redis, and the sharded
                  upstream on a private 3-master Redis Cluster
+``soak``         1,000 clients x 10 of 300 tickers x 300 quotes/s for an hour, 10% of
+                 the clients reconnecting every minute (half of them resuming with
+                 ``since=``) and 20 hostile connections a minute; the server's RSS,
+                 FDs, tasks, subscriptions, connections and the p99 of every minute,
+                 and pass/fail on loss, exact resumes and stable resources (``soak``)
 ===============  ====================================================================
 """
 
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rig import Rig, RigConfig
+from soak import SoakOptions, SoakRig, run_soak
 
 __all__ = ["MAX_RATE", "PRESETS", "Preset", "run_scenario"]
 
@@ -71,6 +77,15 @@ PRESETS: dict[str, Preset] = {
         "ingest ladder (10 clients x all tickers, 5k, 7.5k, 10k, 15k ... quotes/s) "
         "on 1 vs 3 shard masters",
     ),
+    "soak": Preset(
+        "soak",
+        1000,
+        10,
+        300,
+        3600,
+        "1,000 clients x 10 of 300 tickers x 300 quotes/s for an hour: 10% reconnecting "
+        "(half resuming) and 20 hostile connections per period; resources and p99 per period",
+    ),
 }
 
 BROAD_LADDER = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 750, 1000, 1500)
@@ -98,6 +113,14 @@ class ScenarioOptions:
     stalled_fraction: float = 0.05
     max_rate: float = 1500.0
     warmup_timeout: float = 60.0
+    period: float = 60.0
+    """soak: seconds per period (churn, hostile wave and one sample each)."""
+    churn: float = 0.10
+    """soak: share of the clients that reconnect each period."""
+    hostile: int = 20
+    """soak: hostile connections each period."""
+    reconnect_delay: float = 2.0
+    """soak: seconds a reconnecting client stays away."""
 
 
 def _brief(phase: dict[str, Any]) -> str:
@@ -295,7 +318,8 @@ def run_scenario(
         redis_pids: PIDs of a private Redis to watch, if any.
         log: progress sink (one line per call).
     """
-    with Rig(cfg, server_pids=server_pids, redis_pids=redis_pids) as rig:
+    rig_type = SoakRig if opts.kind == "soak" else Rig
+    with rig_type(cfg, server_pids=server_pids, redis_pids=redis_pids) as rig:
         setup = _open(rig, opts, log)
         out: dict[str, Any] = {"kind": opts.kind, **setup}
         if opts.kind == "idle":
@@ -306,6 +330,16 @@ def run_scenario(
             out["slow"] = _slow(rig, opts, log)
         elif opts.kind == "cluster":
             out["cluster"] = _cluster(rig, opts, log)
+        elif isinstance(rig, SoakRig):
+            soak = SoakOptions(
+                rate=opts.rate,
+                duration=opts.duration,
+                period=opts.period,
+                churn=opts.churn,
+                hostile=opts.hostile,
+                down=opts.reconnect_delay,
+            )
+            out["soak"] = run_soak(rig, soak, log)
         else:
             phase = rig.measure(opts.rate, opts.duration, label="load")
             _log_phase(phase, log)

@@ -174,6 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--shards", type=int, default=16, help="cluster: shard channels of the sharded set-ups"
     )
+    g.add_argument(
+        "--period", type=float, default=60.0, help="soak: seconds per period (default 60)"
+    )
+    g.add_argument(
+        "--churn",
+        type=float,
+        default=0.10,
+        help="soak: share of the clients reconnecting each period, half with a resume (0.10)",
+    )
+    g.add_argument(
+        "--hostile", type=int, default=20, help="soak: hostile connections per period (20)"
+    )
+    g.add_argument(
+        "--reconnect-delay",
+        type=float,
+        default=2.0,
+        help="soak: seconds a reconnecting client stays away (2)",
+    )
     g.add_argument("--seed", type=int, default=1, help="seed for the clients' ticker choice")
     g.add_argument("--connect-timeout", type=float, default=120.0)
     g.add_argument("--drain-timeout", type=float, default=30.0)
@@ -287,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if cluster and not 1 <= args.shards <= 1024:
         raise SystemExit("--shards must be between 1 and 1024")
+    if preset.kind == "soak":
+        if args.spawn in {"reference", "both"}:
+            raise SystemExit("--scenario soak needs the stream protocol (seq, since): --spawn ours")
+        if tpc is None:
+            raise SystemExit("--scenario soak checks each client's tickers: --tickers-per-client N")
+        if args.period <= 0 or not 0 <= args.churn <= 1 or args.hostile < 0:
+            raise SystemExit("--period must be > 0, --churn in [0, 1], --hostile >= 0")
 
     def log(msg: str) -> None:
         if not args.quiet:
@@ -307,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
         stop_p99_ms=args.stop_p99_ms,
         stalled_fraction=args.stalled_fraction,
         max_rate=args.max_rate if args.max_rate is not None else MAX_RATE.get(preset.kind, 1500.0),
+        period=args.period,
+        churn=args.churn,
+        hostile=args.hostile,
+        reconnect_delay=args.reconnect_delay,
     )
     settings = {
         "clients": clients,
@@ -324,6 +353,13 @@ def main(argv: list[str] | None = None) -> int:
         "server_args": args.server_args,
         "reference_fanout": args.reference_fanout,
     }
+    if preset.kind == "soak":
+        settings |= {
+            "period_s": args.period,
+            "churn": args.churn,
+            "hostile": args.hostile,
+            "reconnect_delay_s": args.reconnect_delay,
+        }
     if cluster:
         settings |= {
             "setups": {name: SETUPS[name] for name in targets},

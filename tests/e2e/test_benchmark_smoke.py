@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,9 @@ BENCHMARK = ROOT / "scripts" / "benchmark" / "ws_latency_benchmark.py"
 LATENCY_KEYS = ("p50", "p90", "p99", "p99_9", "max")
 
 
-def _run_benchmark(*args: str, timeout: float = 240) -> dict[str, Any]:
+def _run_benchmark(
+    *args: str, timeout: float = 240, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     if shutil.which("redis-server") is None:
         pytest.fail(REDIS_INSTALL_HINT, pytrace=False)
     proc = subprocess.run(
@@ -36,6 +39,7 @@ def _run_benchmark(*args: str, timeout: float = 240) -> dict[str, Any]:
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     assert proc.returncode == 0, f"benchmark failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     report: dict[str, Any] = json.loads(proc.stdout)
@@ -153,3 +157,55 @@ def test_cluster_scenario_publishes_through_one_and_three_shard_masters() -> Non
             assert link["receivers"] == [1, 1], link  # the server's one link per master
         assert result["median"]["best_rate"] == 200
         assert result["median"]["best_masters_publishing"] == masters
+
+
+def test_soak_scenario_reports_its_checks_and_series() -> None:
+    """
+    The soak, shrunk to 100 clients and three 10-second periods (server timeouts cut
+    to fit), passes its checks: nothing lost while connected, every resume exact,
+    resources stable; and it reports every period's resources, p99 and hostile answers.
+    """
+    report = _run_benchmark(
+        "--spawn", "ours",
+        "--scenario", "soak",
+        "--clients", "100",
+        "--duration", "30",
+        "--period", "10",
+        "--drain-timeout", "10",
+        # the hostile connections' answers within a 10 s period: 408 after 2 s, the
+        # stalled readers' keepalive 1011 after 4 s; a resume window that fills before
+        # the baseline (after period 1), so RSS is compared at the same window size
+        "--server-args", "--handshake-timeout 2 --slow-client-timeout 2 --history-age 5",
+        timeout=180,
+        env={"QUOTES_WS_PING_INTERVAL": "2", "QUOTES_WS_PING_TIMEOUT": "2"},
+    )  # fmt: skip
+    assert report["scenario"] == "soak"
+    run = report["targets"]["ours"]["runs"][0]
+    assert run["connect"]["opened"] == 100
+    soak = run["soak"]
+    checks = soak["checks"]
+    assert checks["lossless"]["passed"], checks["lossless"]
+    assert checks["resume_exact"]["passed"], checks["resume_exact"]
+    assert checks["stable"]["passed"], checks["stable"]
+    assert soak["passed"]
+    assert checks["resume_exact"]["resumes"] == 3 * 5
+    assert checks["resume_exact"]["replayed"] > 0  # the resumes had quotes to replay
+    assert soak["final"]["open"] == 100
+    periods = soak["periods"]
+    assert [p["period"] for p in periods] == [1, 2, 3]
+    for period in periods:
+        assert period["deliveries"] > 0
+        assert _is_number(period["latency_ms"]["p99"])
+        for key in ("rss_mib", "fds", "tasks", "subscriptions", "connections"):
+            assert _is_number(period["server"][key]), key
+        assert period["churn"] == {"plain": 5, "resume": 5}
+        # each kind got its documented answer: 1008, 408, 1009, and 1011 (keepalive) or
+        # 1013 (slow consumer) for the stalled readers
+        hostile = period["hostile"]
+        assert sorted(hostile) == ["flood", "half_handshake", "oversize", "stalled"]
+        assert sum(n for outcomes in hostile.values() for n in outcomes.values()) == 20
+        assert period["hostile_unanswered"] == 0, hostile
+    series = soak["series"]
+    for key in ("t_s", "rss_mib", "fds", "tasks", "subscriptions", "connections", "p99_ms"):
+        assert len(series[key]) == len(periods) + 1, key
+    assert report["targets"]["ours"]["median"]["passed"] == 1
