@@ -76,6 +76,17 @@ async def half_handshake(port: int) -> bytes:
         writer.close()
 
 
+async def slow_body(port: int) -> bytes:
+    """A request whose body trickles in: answered 408 at the request deadline."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nx")
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), 60)
+    finally:
+        writer.close()
+
+
 async def huge_handshake(port: int) -> bytes:
     """A 60 kB request line: answered at once with 414."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -92,10 +103,10 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:
     """
-    200 floods, 200 half handshakes, 50 huge handshakes, 50 stalled readers, 40
-    never-reading resumes, 20 clients of 1,000- and 2,000-ticker actions and an
-    expired token, all at once: healthy clients get every quote in order, and
-    connections, fds and tasks return to their baseline.
+    200 floods, 200 half handshakes, 50 huge handshakes, 50 request bodies that
+    trickle in, 50 stalled readers, 40 never-reading resumes, 20 clients of 1,000-
+    and 2,000-ticker actions and an expired token, all at once: healthy clients get
+    every quote in order, and connections, fds and tasks return to their baseline.
     """
     server = start_server(
         redis_server,
@@ -105,6 +116,7 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
         ws_inbound_rate=20,
         ws_inbound_burst=40,
         handshake_timeout=3,
+        http_request_timeout=3,
         slow_client_timeout=3,
         close_timeout=2,
         buffer_size=N_QUOTES + 10,
@@ -141,6 +153,7 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
             *(flooder(f"{base}?tickers=MSFT&{auth}") for _ in range(200)),
             *(half_handshake(server.port) for _ in range(200)),
             *(huge_handshake(server.port) for _ in range(50)),
+            *(slow_body(server.port) for _ in range(50)),
             *(big_actions(f"{base}?tickers=MSFT&{auth}") for _ in range(20)),
         )
         # resumes that start while the quotes pour in: a replay, or recovered:false
@@ -161,7 +174,8 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
         assert results[:200] == [1008] * 200
         assert all(r.startswith(b"HTTP/1.1 408") for r in results[200:400])
         assert all(r.startswith(b"HTTP/1.1 414") for r in results[400:450])
-        assert results[450:] == [("too_many_tickers", 1008)] * 20
+        assert all(r.startswith(b"HTTP/1.1 408") for r in results[450:500])
+        assert results[500:] == [("too_many_tickers", 1008)] * 20
         wait_until(
             lambda: (
                 server.metric("quotes_slow_consumer_closes_total") == len(stalled) + len(resuming)
@@ -180,5 +194,6 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
     assert server.metric("quotes_limit_hits_total", 'limit="inbound_rate"') == 220
     assert server.metric("quotes_limit_hits_total", 'limit="handshake_timeout"') == 200
     assert server.metric("quotes_limit_hits_total", 'limit="url_too_long"') == 50
+    assert server.metric("quotes_limit_hits_total", 'limit="request_timeout"') == 50
     assert server.metric("quotes_ws_handshakes_total", 'outcome="unauthorized"') == 1
     assert TOKEN not in server.log()
