@@ -76,13 +76,18 @@ def raw_sender(sock: socket.socket) -> Iterator[threading.Event]:
         thread.join(10)
 
 
+SendBinary = Callable[[bytes], Awaitable[None]]
+Trigger = Callable[[SendBinary], Awaitable[None]]
+"""What makes the server close: given the client's own binary send, for what it sends."""
+
+
 async def closed_while_sending(
-    url: str, trigger: Callable[[], Awaitable[None]], **kwargs: object
+    url: str, trigger: Trigger, **kwargs: object
 ) -> tuple[int | None, str]:
     """Open ``url``, keep sending, run ``trigger``; the close code and reason received."""
-    async with open_ws(url, **kwargs) as ws:  # type: ignore[arg-type]
+    async with open_ws(url, **kwargs) as ws:
         sender = asyncio.create_task(keep_sending(ws))
-        await trigger()
+        await trigger(ws.send)
         closed = await wait_closed(ws, timeout=60)
         await sender
     rcvd = closed.rcvd
@@ -90,13 +95,20 @@ async def closed_while_sending(
 
 
 async def raw_closed_while_sending(
-    port: int, path: str, trigger: Callable[[], Awaitable[None]]
+    port: int, path: str, trigger: Trigger, rcvbuf: int | None = None
 ) -> tuple[int | None, str]:
-    """The same with a raw socket that reads every frame until the close frame."""
-    sock = raw_handshake(port, path)
+    """
+    The same with a raw socket that reads every frame until the close frame, answers
+    it once its sender has stopped, and requires the server's FIN, not a reset.
+    """
+    sock = raw_handshake(port, path, rcvbuf=rcvbuf)
+
+    async def send_binary(data: bytes) -> None:
+        await asyncio.to_thread(sock.sendall, client_frame(data, opcode=0x2))
+
     try:
         with raw_sender(sock):
-            await trigger()
+            await trigger(send_binary)
             _frames, code, reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
         assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
     finally:
@@ -104,8 +116,8 @@ async def raw_closed_while_sending(
     return code, reason
 
 
-def _nothing() -> Callable[[], Awaitable[None]]:
-    async def trigger() -> None:
+def _nothing() -> Trigger:
+    async def trigger(_send: SendBinary) -> None:
         return None
 
     return trigger
@@ -166,28 +178,11 @@ async def test_oversize_frame_1009_reaches_a_sending_client(
 ) -> None:
     """A frame over ws_max_size among others: the client reads 1009, not a reset."""
     server = start_server(redis_server, ws_max_size=1024, **BUSY)
-    path = "/ws/quotes?tickers=NONE"
-    if client == "websockets":
 
-        async def send_big(ws: ClientConnection) -> None:
-            await ws.send(b"x" * 4096)
+    async def send_big(send: SendBinary) -> None:
+        await send(b"x" * 4096)
 
-        async with open_ws(f"{server.ws_url}{path}") as ws:
-            sender = asyncio.create_task(keep_sending(ws))
-            await send_big(ws)
-            closed = await wait_closed(ws, timeout=60)
-            await sender
-        assert closed.rcvd is not None
-        assert closed.rcvd.code == 1009
-        return
-    sock = raw_handshake(server.port, path)
-    try:
-        with raw_sender(sock):
-            sock.sendall(client_frame(b"x" * 4096, opcode=0x2))
-            _frames, code, _reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
-        assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
-    finally:
-        sock.close()
+    code, _reason = await _close(client, server, "/ws/quotes?tickers=NONE", send_big)
     assert code == 1009
 
 
@@ -198,7 +193,7 @@ async def test_upstream_lost_1011_reaches_a_sending_client(
     """Redis gone past the grace period while the client sends: it reads 1011."""
     server = start_server(redis_server, grace_period=1, **BUSY)
 
-    async def kill_redis() -> None:
+    async def kill_redis(_send: SendBinary) -> None:
         redis_server.stop()
 
     got = await _close(client, server, "/ws/quotes?tickers=NONE", kill_redis)
@@ -214,7 +209,7 @@ async def test_shutdown_1001_reaches_a_sending_client(
     assert server.proc is not None
     proc = server.proc
 
-    async def terminate() -> None:
+    async def terminate(_send: SendBinary) -> None:
         proc.send_signal(signal.SIGTERM)
 
     got = await _close(client, server, "/ws/quotes?tickers=NONE", terminate)
@@ -233,7 +228,7 @@ async def test_slow_consumer_1013_reaches_a_sending_client_once_it_reads(
         redis_server, slow_client_timeout=1, close_timeout=60, buffer_size=10, **BUSY
     )
 
-    async def until_closed_as_slow() -> None:
+    async def until_closed_as_slow(_send: SendBinary) -> None:
         start = 0
         while server.metric("quotes_slow_consumer_closes_total") < 1:
             assert start < 2_000_000, "the client was never closed"
@@ -241,21 +236,9 @@ async def test_slow_consumer_1013_reaches_a_sending_client_once_it_reads(
             await asyncio.to_thread(redis_server.publish_many, "quotes.realtime", batch)
             start += 5000
 
-    if client == "websockets":
-        # max_queue=1: the library stops reading the socket while nobody calls recv()
-        got = await closed_while_sending(
-            f"{server.ws_url}/ws/quotes", until_closed_as_slow, max_queue=1
-        )
-    else:
-        sock = raw_handshake(server.port, "/ws/quotes", rcvbuf=4096)
-        try:
-            with raw_sender(sock):
-                await until_closed_as_slow()
-                _frames, code, reason = await asyncio.to_thread(read_frames_until_close, sock, 60)
-            assert await asyncio.to_thread(answer_close, sock, code), "reset, not a FIN"
-        finally:
-            sock.close()
-        got = (code, reason)
+    # max_queue=1: the websockets client stops reading the socket while nobody calls
+    # recv(); the raw one simply never reads, with a small receive buffer
+    got = await _close(client, server, "/ws/quotes", until_closed_as_slow, max_queue=1, rcvbuf=4096)
     assert got == (1013, "Slow consumer")
 
 
@@ -267,11 +250,18 @@ def _quote(i: int) -> bytes:
 
 
 async def _close(
-    client: str, server: ServerProcess, path: str, trigger: Callable[[], Awaitable[None]]
+    client: str,
+    server: ServerProcess,
+    path: str,
+    trigger: Trigger,
+    *,
+    max_queue: int | None = None,
+    rcvbuf: int | None = None,
 ) -> tuple[int | None, str]:
     if client == "websockets":
-        return await closed_while_sending(f"{server.ws_url}{path}", trigger)
-    return await raw_closed_while_sending(server.port, path, trigger)
+        options = {} if max_queue is None else {"max_queue": max_queue}
+        return await closed_while_sending(f"{server.ws_url}{path}", trigger, **options)
+    return await raw_closed_while_sending(server.port, path, trigger, rcvbuf)
 
 
 def _ends_with_a_reset(sock: socket.socket) -> bool:
