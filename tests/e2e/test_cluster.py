@@ -214,7 +214,12 @@ async def test_master_killed_replica_promoted(start_server: StartServer) -> None
         assert p_victim.closed is None
         got = p_victim.seqs[victim_ticker]
         assert got == sorted(set(got))
-        # the strict server accepts the shard's clients again once it is back
+        # the strict server accepts the shard's clients again once it is back (its own
+        # link re-subscribes on its own schedule: wait for its /ready to say so)
+        await poll(
+            lambda: not json.loads(strict.get("/ready")[1])["shards"]["down"],
+            "the strict server's shards back up",
+        )
         s_back = await feed(f"{strict.ws_url}/ws/quotes?tickers={victim_ticker}")
         assert s_back.closed is None
         for f in (p_victim, p_other, s_other, s_back, s_victim, s_all):
