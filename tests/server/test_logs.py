@@ -20,13 +20,35 @@ def test_safe_text_is_one_bounded_line(text: str) -> None:
     assert len(out.splitlines()) <= 1
     assert "\n" not in out
     assert "\r" not in out
-    assert len(out) <= 50 * 4 + 30
+    assert len(out) <= 50
 
 
-@given(st.text(max_size=100))
-def test_safe_is_idempotent(text: str) -> None:
-    """A string made safe at the call site passes the log filter unchanged."""
-    assert safe(safe(text)) == safe(text)
+SAFE_ALPHABET = st.sampled_from(
+    ["a", " ", "=", "\n", "\u202e", "\x85", "access_token=", "Bearer ", "[redacted]", "&"]
+)
+
+
+@given(st.text() | st.lists(SAFE_ALPHABET, max_size=120).map("".join), st.integers(30, 300))
+def test_safe_is_idempotent(text: str, limit: int) -> None:
+    """
+    Made safe once, a string is unchanged by another pass at the same limit or by
+    the log filter's larger one, even when escapes made it longer than the limit.
+    """
+    out = safe(text, limit)
+    assert len(out) <= limit
+    assert safe(out, limit) == out
+    record = logging.LogRecord("quotes_server", logging.INFO, __file__, 1, "%s", (out,), None)
+    assert SafeLogFilter(limit=1000).filter(record)
+    assert record.args == (out,)
+
+
+def test_a_cut_keeps_escapes_and_redactions_whole() -> None:
+    """The cut never leaves half an escape, half a marker or a bare token prefix."""
+    assert safe("\u202e" * 40, 40) == "\\x202e" * 4 + " ... (40 chars)"
+    assert safe("x" * 10 + "access_token=abcdef" + "y" * 40, 40) == "x" * 10 + " ... (69 chars)"
+    cut = safe("x" * 20 + "access_token=abc" + "y" * 40, 60)
+    assert "access_token=[redacted]" in cut
+    assert cut.endswith(" ... (76 chars)")
 
 
 def test_escapes_and_redaction() -> None:

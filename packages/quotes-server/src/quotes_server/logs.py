@@ -39,12 +39,20 @@ SAFE_LIMIT = 200
 _UNSAFE = re.compile(
     r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
-_TOKEN = re.compile(r"(access_token=)[^&\s\"']*", re.IGNORECASE)
-_BEARER = re.compile(r"(bearer\s+)\S+", re.IGNORECASE)
+# A credential's value runs to the next delimiter or to one of our own escapes, so a
+# line already made safe (``access_token=[redacted]\x0aFAKE``) redacts to itself.
+_NOT_ESCAPE = r"(?!\\x[0-9a-f]{2})"
+_TOKEN = re.compile(rf"(access_token=)(?:{_NOT_ESCAPE}[^&\s\"'])*", re.IGNORECASE)
+_BEARER = re.compile(rf"(bearer\s+)(?:{_NOT_ESCAPE}\S)+", re.IGNORECASE)
 
 
 def _escape(match: re.Match[str]) -> str:
     return f"\\x{ord(match.group()):02x}"
+
+
+_PIECE = re.compile(r"\[redacted\]|\\x[0-9a-f]{2,4}|.", re.DOTALL)
+"""What a cut keeps or drops whole: a redaction marker, an escape, or one character."""
+_DANGLING = re.compile(r"(access_token=|bearer\s*)\Z", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -60,12 +68,28 @@ def safe(text: str, limit: int = SAFE_LIMIT) -> str:
     """
     One log-safe line for a client-supplied string: tokens redacted, control
     characters (newlines included) escaped as ``\\xNN``, at most ``limit``
-    characters of the original kept. Idempotent, so a string made safe at the
-    call site passes the log filter unchanged.
+    characters long, escapes and the `` ... (N chars)`` marker of a cut included
+    (an escape is never split). Idempotent, so a string made safe at the call
+    site passes the log filter, whose limit is larger, unchanged.
     """
-    cut = len(text) > limit
-    out = _UNSAFE.sub(_escape, redact(text[:limit] if cut else text))
-    return out + f"... ({len(text)} chars)" if cut else out
+    head = text[:limit]
+    # Redacting before escaping catches a credential after any whitespace.
+    out = _UNSAFE.sub(_escape, redact(head))
+    if len(text) <= limit and len(out) <= limit:
+        return out
+    # The marker starts with a space, so a kept ``[redacted]`` still ends at a delimiter.
+    suffix = f" ... ({len(text)} chars)"
+    budget = limit - len(suffix)
+    kept: list[str] = []
+    used = 0
+    for piece in _PIECE.findall(out):
+        if used + len(piece) > budget:
+            break
+        kept.append(piece)
+        used += len(piece)
+    # A cut right after ``access_token=`` or ``bearer`` would make the marker look
+    # like a credential to the next redaction: drop the dangling prefix.
+    return _DANGLING.sub("", "".join(kept)) + suffix
 
 
 def truncate(raw: bytes | str, limit: int = SAFE_LIMIT) -> str:
