@@ -255,14 +255,14 @@ class Rig:
     def _n_workers(self) -> int:
         return len(self.worker_conns)
 
-    def _local(self, clients: set[int]) -> list[list[int]]:
+    def local(self, clients: set[int]) -> list[list[int]]:
         n = self._n_workers()
         out: list[list[int]] = [[] for _ in range(n)]
         for c in sorted(clients):
             out[c % n].append(c // n)
         return out
 
-    def _stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int]:
         total: dict[str, int] = {}
         for w, conn in enumerate(self.worker_conns):
             for key, v in _call(conn, ("stats",), 30, f"client process {w}").items():
@@ -324,15 +324,15 @@ class Rig:
         while time.monotonic() < deadline:
             _call(self.publisher_conn, ("warmup", cover), 30, "publisher")
             rounds += 1
-            self._wait_quiet(
+            self.wait_quiet(
                 "stale",
                 timeout=max(1.0, deadline - time.monotonic()),
                 done=lambda st: st["warm"] >= self.opened,
             )
-            warm = self._stats()["warm"]
+            warm = self.stats()["warm"]
             if warm >= self.opened:
                 break
-        self._wait_quiet("stale", timeout=max(5.0, deadline - time.monotonic()))
+        self.wait_quiet("stale", timeout=max(5.0, deadline - time.monotonic()))
         self.cold = self.opened - warm
         return {
             "warm": warm,
@@ -342,7 +342,7 @@ class Rig:
             "seconds": round(time.monotonic() - started, 2),
         }
 
-    def _wait_quiet(
+    def wait_quiet(
         self,
         key: str,
         timeout: float,
@@ -360,7 +360,7 @@ class Rig:
         last_change = time.monotonic()
         last_change_wall = time.time()
         while time.monotonic() < deadline:
-            stats = self._stats()
+            stats = self.stats()
             value = stats[key]
             if value != last:
                 last, last_change, last_change_wall = value, time.monotonic(), time.time()
@@ -409,7 +409,7 @@ class Rig:
         measured = set(range(self.cfg.clients)) - designated - self.failed
         start = round(time.time() + 0.5, 3)
         for w, (conn, local) in enumerate(
-            zip(self.worker_conns, self._local(designated), strict=True)
+            zip(self.worker_conns, self.local(designated), strict=True)
         ):
             _call(conn, ("phase", start, local, stall), 30, f"client process {w}")
         order = list(range(self.cfg.ticker_count))
@@ -439,7 +439,7 @@ class Rig:
         pub: PhaseStats = _reply(self.publisher_conn, 60, "publisher")
 
         expected = self._expected(pub.published, order, measured)
-        drained, _ = self._wait_quiet("received", self.cfg.drain_timeout, target=expected)
+        drained, _ = self.wait_quiet("received", self.cfg.drain_timeout, target=expected)
         rss.add(rss_bytes(server_procs))
         writes = write_figures(counters0, scrape_write_counters(self.cfg.ws_url))
 

@@ -155,6 +155,7 @@ def _sample(rig: SoakRig, procs: list[psutil.Process]) -> dict[str, Any]:
         "tasks": ready.get("tasks"),
         "subscriptions": ready.get("subscriptions"),
         "connections": ready.get("connections"),
+        "python_blocks": ready.get("python_blocks"),
         **_kernel_tcp(),
     }
 
@@ -252,7 +253,7 @@ def _period(
 def _wait_churn(rig: SoakRig, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if rig._stats()["churning"] == 0:
+        if rig.stats()["churning"] == 0:
             return True
         time.sleep(0.2)
     return False
@@ -306,8 +307,8 @@ def _checks(
             "passed": stable_ok,
             "baseline_after_period": opts.baseline_period,
             "tolerance_pct": 100 * opts.tolerance,
-            "baseline": {k: base.get(k) for k in (*STABLE_KEYS, "connections")},
-            "end": {k: end.get(k) for k in (*STABLE_KEYS, "connections")},
+            "baseline": {k: base.get(k) for k in (*STABLE_KEYS, "connections", "python_blocks")},
+            "end": {k: end.get(k) for k in (*STABLE_KEYS, "connections", "python_blocks")},
             "drift_pct": drift,
         },
     }
@@ -347,9 +348,7 @@ def run_soak(rig: SoakRig, opts: SoakOptions, log: Log) -> dict[str, Any]:
         # that have seen quotes (and have a position to resume from).
         time.sleep(max(0.0, start + (p + 0.25) * opts.period - time.time()))
         plain, resume = _churn_sets(p, ok, opts)
-        for conn, pl, rs in zip(
-            rig.worker_conns, rig._local(plain), rig._local(resume), strict=True
-        ):
+        for conn, pl, rs in zip(rig.worker_conns, rig.local(plain), rig.local(resume), strict=True):
             _call(conn, ("churn", pl, rs, opts.down), 30, "client process")
         while (left := p_end - time.time()) > 0:
             time.sleep(min(0.5, left))
@@ -366,7 +365,7 @@ def run_soak(rig: SoakRig, opts: SoakOptions, log: Log) -> dict[str, Any]:
                 )
         if p == opts.periods - 1:
             pub = _reply(rig.publisher_conn, opts.duration + 120, "publisher")
-            drained, _ = rig._wait_quiet("received", cfg.drain_timeout)
+            drained, _ = rig.wait_quiet("received", cfg.drain_timeout)
         if not _wait_churn(rig, cfg.connect_timeout + 30):
             warnings.append(f"period {p + 1}: reconnections still under way at its end")
         hostile = wave.result() if wave else {}
@@ -434,7 +433,7 @@ def run_soak(rig: SoakRig, opts: SoakOptions, log: Log) -> dict[str, Any]:
         )
     series = {
         "t_s": [0.0, *(p["t_s"] for p in periods)],
-        **{k: [s.get(k) for s in samples] for k in (*STABLE_KEYS, "connections")},
+        **{k: [s.get(k) for s in samples] for k in (*STABLE_KEYS, "connections", "python_blocks")},
         "p99_ms": [None, *(p["latency_ms"]["p99"] for p in periods)],
     }
     deliveries = sum(p["deliveries"] for p in periods)

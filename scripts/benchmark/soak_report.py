@@ -126,8 +126,13 @@ def render_markdown(soak: dict[str, Any], settings: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     start = soak["samples"][0]
-    for key in ("rss_mib", "fds", "tasks", "subscriptions", "connections"):
+    for key in ("rss_mib", "fds", "tasks", "subscriptions", "connections", "python_blocks"):
+        if key not in stable["baseline"]:
+            continue  # a report from before the figure was sampled
         drift = stable["drift_pct"].get(key)
+        if drift is None and key == "python_blocks":
+            base, end = stable["baseline"][key], stable["end"][key]
+            drift = (end - base) / base * 100 if base and end is not None else None
         lines.append(
             f"| {key} | {_fmt(start.get(key))} | {_fmt(stable['baseline'][key])} | "
             f"{_fmt(stable['end'][key])} | {'-' if drift is None else f'{drift:+.2f}%'} |"

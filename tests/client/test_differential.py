@@ -4,9 +4,10 @@ both with the same quotes and the same client messages, must give the same frame
 
 Both servers get every quote in the same order from their start, so their positions
 (``seq``) agree; epochs are random per server and compared as ``<epoch>``, a
-``pong``'s clock as ``<time>``. Not compared: ``max_hz`` and ``mode=latest``, whose
-frames depend on timing. Each step waits for the frames it expects before the
-next one, so the order of quotes and replies does not depend on timing.
+``pong``'s clock as ``<time>``. ``max_hz`` is compared at a rate slow enough (one
+quote per ticker every 10 s) that what it holds back does not depend on timing;
+``mode=latest`` is not compared. Each step waits for the frames it expects before
+the next one, so the order of quotes and replies does not depend on timing.
 """
 
 from __future__ import annotations
@@ -141,6 +142,31 @@ async def actions(t: Target) -> None:
         await _read(snap, t, 1)
 
 
+async def max_hz(t: Target) -> None:
+    """
+    max_hz holds a ticker's later quotes back (the newest one only), lets another
+    ticker's first one through, replies to an action at once, and forgets a held
+    quote of a ticker the client drops.
+    """
+    async with _client(t, "?tickers=AAPL,MSFT&max_hz=0.1&seq=1") as ws:
+        got: list[str] = []
+        await t.publish(QUOTES[0], QUOTES[3], QUOTES[15])  # AAPL, then two AAPL held
+        got += await _read(ws, t, 1)
+        await t.publish(QUOTES[1])  # MSFT: its first quote goes out
+        got += await _read(ws, t, 1)
+        await ws.send('{"action":"ping","id":1}')
+        got += await _read(ws, t, 1)  # the pong, while AAPL's newest is still held
+        await ws.send('{"action":"unsubscribe","tickers":["AAPL"]}')
+        got += await _read(ws, t, 1)
+        await t.publish(QUOTES[6], QUOTES[4])  # MSFT (held: its second), TSLA (not wanted)
+        await ws.send('{"action":"set","tickers":["TSLA"]}')
+        got += await _read(ws, t, 1)  # subscribed; the held AAPL and MSFT are gone
+        await t.publish(QUOTES[9])  # TSLA
+        got += await _read(ws, t, 1)
+    shown = [json.loads(f).get("ticker") or json.loads(f)["event"] for f in got]
+    assert shown == ["AAPL", "MSFT", "pong", "subscribed", "subscribed", "TSLA"], t.name
+
+
 def _snapshot_size(message: str) -> int:
     # the snapshot quotes that follow a snapshot=1 client's "subscribed" reply in
     # the actions scenario (the tickers it adds that have a latest quote)
@@ -150,7 +176,7 @@ def _snapshot_size(message: str) -> int:
     }.get(message, 0)
 
 
-SCENARIOS: list[Step] = [plain_and_filters, snapshot_seq_and_batch, resume, actions]
+SCENARIOS: list[Step] = [plain_and_filters, snapshot_seq_and_batch, resume, actions, max_hz]
 
 
 async def _run(target: Target) -> dict[str, list[str]]:

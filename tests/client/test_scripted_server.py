@@ -392,3 +392,23 @@ async def test_new_epoch_gives_the_client_recovered_false_and_the_snapshot() -> 
     assert events_of(Recovered, seen) == [Recovered(False, "e2", 5)]
     assert events_of(Gap, seen) == [Gap("unrecovered", None, "e2", 5)]
     assert (stats.recovered, stats.unrecovered) == (0, 1)
+
+
+async def test_max_hz_and_a_queue_over_its_budget_as_quotes_server() -> None:
+    """max_hz holds a ticker's later quotes back (the newest one goes out when due);
+    a client that sends actions without reading past client_queue_limit gets 1013."""
+    async with (
+        ScriptedServer(epoch="e1", client_queue_limit=2000) as server,
+        open_ws(server.url + "?tickers=AAPL&max_hz=20") as ws,
+    ):
+        await server.wait_connections(1)
+        server.publish(make_quote("AAPL", 1), make_quote("AAPL", 2), make_quote("AAPL", 3))
+        assert await ws.recv() == encode_quote(make_quote("AAPL", 1))
+        # held until 1/20 s after the first, then only the newest: 2 was conflated
+        assert await ws.recv() == encode_quote(make_quote("AAPL", 3))
+        (conn,) = server.open_connections
+        conn.stall()
+        for n in range(40):  # ~70 bytes of pong each, never read: over 2,000 bytes
+            await ws.send(f'{{"action":"ping","id":{n}}}')
+        await conn.wait_closed()
+    assert (conn.close_code, conn.close_reason) == (1013, "Slow consumer: too much queued")

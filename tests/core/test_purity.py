@@ -32,12 +32,13 @@ ALLOWED = {
     "math",
     "random",
     "re",
+    "secrets",
     "types",
     "typing",
     "pydantic",
     "quotes_core",
     "zlib",
-}  # fmt: skip  (zlib: CRC-32 of the shard mapping, pure computation)
+}  # fmt: skip  (zlib: CRC-32 of the shard mapping, pure computation; secrets: epochs)
 
 
 def imported_roots(path: Path) -> set[str]:

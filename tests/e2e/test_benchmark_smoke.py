@@ -196,7 +196,7 @@ def test_soak_scenario_reports_its_checks_and_series() -> None:
     for period in periods:
         assert period["deliveries"] > 0
         assert _is_number(period["latency_ms"]["p99"])
-        for key in ("rss_mib", "fds", "tasks", "subscriptions", "connections"):
+        for key in ("rss_mib", "fds", "tasks", "subscriptions", "connections", "python_blocks"):
             assert _is_number(period["server"][key]), key
         assert period["churn"] == {"plain": 5, "resume": 5}
         # each kind got its documented answer: 1008, 408, 1009, and 1011 (keepalive) or

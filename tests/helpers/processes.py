@@ -24,6 +24,8 @@ from pathlib import Path
 
 import anyio
 
+from quotes_server.sources.resp import command_bytes
+
 REDIS_INSTALL_HINT = (
     "redis-server is not on PATH; the tests start private Redis instances. "
     "Install it with `apt-get install redis-server` (Debian/Ubuntu) "
@@ -203,11 +205,8 @@ class RedisServer:
 
 
 def _resp(*args: bytes | str) -> bytes:
-    parts = [a.encode() if isinstance(a, str) else a for a in args]
-    out = [b"*%d\r\n" % len(parts)]
-    for p in parts:
-        out.append(b"$%d\r\n%s\r\n" % (len(p), p))
-    return b"".join(out)
+    """One RESP command, encoded by the server's own encoder."""
+    return command_bytes([a.encode() if isinstance(a, str) else a for a in args])
 
 
 class ServerProcess:

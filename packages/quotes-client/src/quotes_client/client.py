@@ -11,11 +11,11 @@ Two tasks meet at a :class:`~quotes_client.buffer.BoundedBuffer`:
 * the *consumer* (``async for quote in client`` or ``client.batches()``)
   takes quotes out of the buffer.
 
-With the opt-in stream protocol (``snapshot``, ``max_hz``, ``batch``, ``resume``)
-frames are decoded by :mod:`quotes_client.protocol` (batches unpacked, control
-frames told apart by their ``"event"`` key), the resume position and the gaps are
-kept by :mod:`quotes_client.resume`, and live filter changes are computed by
-:mod:`quotes_client.filters`; the server's ``subscribed`` reply settles them.
+The protocol's state lives in a sans-I/O :class:`~quotes_client.engine.ClientEngine`:
+each connection's URL, the filter (live changes are settled by the server's
+``subscribed`` reply), the opt-in options (``snapshot``, ``max_hz``, ``batch``,
+``resume``), the resume position and its gaps, and what each frame gives (quotes,
+events, answers). This class moves frames and keeps time around it.
 
 The backoff is reset only after a connection stayed open ``healthy_after``
 seconds (10 by default), so a server that accepts and then closes at once is
@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -42,6 +41,7 @@ from websockets.protocol import State
 from websockets.typing import Origin
 
 from quotes_client.buffer import DEFAULT_BUFFER_SIZE, BoundedBuffer, BufferClosed, Overflow
+from quotes_client.engine import Answer, ClientEngine
 from quotes_client.errors import ActionRejected, RetriesExhausted, StreamError
 from quotes_client.events import (
     BackingOff,
@@ -58,20 +58,12 @@ from quotes_client.events import (
     Recovered,
     ServerError,
 )
-from quotes_client.filters import change_filter, requested
 from quotes_client.policy import Outcome, classify_close, classify_connect_error
 from quotes_client.protocol import (
     Action,
-    OtherControl,
-    Pong,
     ProtocolOptions,
-    Subscribed,
-    WireQuote,
-    decode_frame,
-    encode_action,
 )
 from quotes_client.ratelimit import RateLimitedLog
-from quotes_client.resume import ResumeTracker
 from quotes_client.stats import (
     DEFAULT_LATENCY_WINDOW,
     ClientState,
@@ -79,9 +71,7 @@ from quotes_client.stats import (
     Latency,
     LatencyStats,
 )
-from quotes_client.urls import stream_url, with_params
-from quotes_core import Backoff, InvalidQuote, Quote, QuotesError, TickerFilter
-from quotes_core.query import parse_tickers_param
+from quotes_core import Backoff, InvalidQuote, Quote, TickerFilter
 
 __all__ = [
     "DEFAULT_ACTION_TIMEOUT",
@@ -221,20 +211,11 @@ class QuotesClient:
             raise ValueError("max_queue must be at least 1")
         if action_timeout <= 0:
             raise ValueError("action_timeout must be positive")
-        self._options = ProtocolOptions(snapshot, max_hz, batch, resume)
-        self._base_url = stream_url(url, tickers)
-        query = parse_qs(urlsplit(self._base_url).query, keep_blank_values=True)
-        try:
-            self._filter: TickerFilter | None = parse_tickers_param(query.get("tickers", []))
-        except QuotesError:
-            self._filter = None  # the server will say why (400); no live changes then
-        self._filter_changed = False
-        self._latest_mode = any(m.lower() == "latest" for m in query.get("mode", []))
-        self._tracker = ResumeTracker() if resume else None
+        self._engine = ClientEngine(url, tickers, ProtocolOptions(snapshot, max_hz, batch, resume))
         self._action_timeout = action_timeout
         self._ws: ClientConnection | None = None
         self._replies: deque[asyncio.Future[TickerFilter | None]] = deque()
-        self.url = self._next_url()
+        self.url = self._engine.next_url()
         self._buffer: BoundedBuffer[Quote] = BoundedBuffer(buffer_size, overflow)
         self._connect_kwargs: dict[str, Any] = {
             "origin": Origin(origin) if origin is not None else None,
@@ -266,23 +247,6 @@ class QuotesClient:
         self._invalid = 0
         self._attempts = 0
         self._connects = 0
-
-    def _next_url(self) -> str:
-        params: dict[str, str | None] = {}
-        if self._filter_changed and self._filter is not None:
-            params["tickers"] = self._filter.to_query()
-        since = self._tracker.since if self._tracker is not None else None
-        params.update(self._options.params(since))
-        return with_params(self._base_url, params)
-
-    def _contiguous(self) -> bool:
-        # every quote the server publishes reaches this client: a seq jump is a loss
-        return (
-            self._filter is not None
-            and self._filter.is_all
-            and self._options.max_hz is None
-            and not self._latest_mode
-        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -357,8 +321,17 @@ class QuotesClient:
                     await self._buffer.wait_closed()
             yield [first, *self._buffer.drain()]
 
-    async def _next_chunk(self, limit: int) -> list[Quote]:
-        """Wait for at least one quote and take up to ``limit``; ``[]`` at the end."""
+    async def next_quotes(self, limit: int) -> list[Quote]:
+        """
+        Wait for at least one quote and take up to ``limit`` of them at once (``[]``
+        when the stream has ended): the buffer's cheapest read, for consumers that
+        work in chunks (the blocking :class:`~quotes_client.SyncQuotesClient` does).
+
+        Raises:
+            StreamError: the client failed for good (as plain iteration).
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         self._require_started()
         try:
             first = await self._buffer.get()
@@ -436,30 +409,23 @@ class QuotesClient:
         The filter the stream follows (or the next connection asks for); ``None``
         when the URL's own ``tickers`` value is invalid.
         """
-        return self._filter
+        return self._engine.filter
 
     @property
     def position(self) -> tuple[str, int] | None:
         """With ``resume``: the server's epoch and the highest seq received in it."""
-        tracker = self._tracker
-        if tracker is None or tracker.epoch is None or tracker.seq is None:
-            return None
-        return tracker.epoch, tracker.seq
+        return self._engine.position
 
     async def _change(self, action: Action, tickers: Iterable[str] | str | None) -> TickerFilter:
-        if tickers is None and action != "set":
-            raise ValueError(f"{action}() needs tickers")
-        symbols = requested(tickers)
-        if self._filter is None:
-            raise ValueError("the URL's own tickers parameter is invalid: fix it first")
-        wanted = change_filter(self._filter, action, symbols)
+        engine = self._engine
+        wanted, text = engine.change(action, tickers)
         ws = self._ws
         if ws is None:
-            self._set_filter(wanted)
+            engine.set_filter(wanted)
             return wanted
         reply = self._expect_reply()
         try:
-            await ws.send(encode_action(action, symbols.tickers))
+            await ws.send(text)
             async with asyncio.timeout(self._action_timeout):
                 confirmed = await reply
         except ConnectionClosed:
@@ -467,7 +433,7 @@ class QuotesClient:
         except TimeoutError:
             raise TimeoutError(f"no reply to {action} within {self._action_timeout:g} s") from None
         if confirmed is None:  # the connection ended first: the next one asks for it
-            self._set_filter(wanted)
+            engine.set_filter(wanted)
             return wanted
         return confirmed
 
@@ -478,15 +444,6 @@ class QuotesClient:
         reply.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._replies.append(reply)
         return reply
-
-    def _set_filter(self, new: TickerFilter) -> None:
-        if new == self._filter:
-            return
-        self._filter_changed = True
-        self._filter = new
-        if self._tracker is not None:
-            # with snapshot, newly added tickers start with older seqs: no checking
-            self._tracker.restart(contiguous=self._contiguous() and not self._options.snapshot)
 
     # -- introspection -----------------------------------------------------------
 
@@ -508,7 +465,7 @@ class QuotesClient:
         It sorts the latency window (up to ``latency_window`` samples): read it
         now and then (every second, say), not once per quote.
         """
-        tracker = self._tracker
+        tracker = self._engine.tracker
         return ClientStats(
             state=self._state,
             received=self._received,
@@ -557,9 +514,7 @@ class QuotesClient:
         while True:
             self._attempts += 1
             attempt = self._attempts
-            url = self._next_url()
-            asked = self._filter
-            resuming = self._tracker is not None and self._tracker.since is not None
+            url = self._engine.connecting()
             self._emit(Connecting(url, attempt))
             cause: BaseException | None = None
             try:
@@ -569,7 +524,7 @@ class QuotesClient:
                 outcome = classify_connect_error(exc, self._wall_clock())
                 self._emit(ConnectFailed(outcome.reason, outcome.status, outcome.fatal))
             else:
-                outcome, duration = await self._session(ws, url, attempt, asked, resuming)
+                outcome, duration = await self._session(ws, url, attempt)
                 if duration >= self._healthy_after:
                     self._backoff.reset()
                     failures = 0
@@ -592,25 +547,18 @@ class QuotesClient:
         ws: ClientConnection,
         url: str,
         attempt: int,
-        asked: TickerFilter | None,
-        resuming: bool,
     ) -> tuple[Outcome, float]:
         """Stream from one open connection until it ends; say how and after how long."""
         started = self._clock()
         self._connects += 1
-        if self._tracker is not None:
-            # a snapshot without since= has no end marker: its older seqs are no gaps
-            snapshot_first = self._options.snapshot and not resuming
-            self._tracker.start(
-                contiguous=self._contiguous() and not snapshot_first, resuming=resuming
-            )
+        resync = self._engine.connected()
         self._ws = ws
         self._emit(Connected(url, attempt))
         try:
-            if self._filter is not None and self._filter != asked:
+            if resync is not None:
                 # changed while the handshake was under way: tell this connection
                 self._expect_reply()
-                await ws.send(encode_action("set", self._filter.tickers))
+                await ws.send(resync)
             outcome = await self._receive(ws)
         except ConnectionClosed as exc:
             outcome = classify_close(exc)
@@ -632,8 +580,7 @@ class QuotesClient:
         loop = asyncio.get_running_loop()
         buffer = self._buffer
         block = buffer.overflow == "block"
-        with_seq = self._tracker is not None
-        batched = self._options.batch
+        feed = self._engine.feed
         try:
             async with asyncio.timeout(None) as deadline:
                 while True:
@@ -644,20 +591,23 @@ class QuotesClient:
                     raw = await ws.recv(decode=False)
                     if stale is not None:
                         deadline.reschedule(None)
-                    for item in decode_frame(raw, with_seq, batched):
-                        if isinstance(item, WireQuote):
-                            quote = self._accept(item)
+                    for item in feed(raw):
+                        if isinstance(item, Quote):
+                            self._received += 1
+                            self._latency.add(self._wall_clock() - item.timestamp.timestamp())
                             if block:
-                                await buffer.put(quote)
+                                await buffer.put(item)
                             else:
-                                buffer.offer(quote)
+                                buffer.offer(item)
                         elif isinstance(item, InvalidQuote):
                             self._invalid += 1
                             self._invalid_log.warning(
                                 "quotes-client: skipped an invalid message (%s)", item
                             )
+                        elif isinstance(item, Answer):
+                            self._reply(item.result)
                         else:
-                            self._control(item)
+                            self._emit(item)
         except ConnectionClosed as exc:
             return classify_close(exc)
         except TimeoutError:
@@ -666,35 +616,6 @@ class QuotesClient:
             reason = f"no message for {stale:g} s"
             await _close(ws, reason)
             return Outcome(f"stale stream: {reason}", by_server=False)
-
-    def _accept(self, item: WireQuote) -> Quote:
-        quote = item.quote
-        self._received += 1
-        self._latency.add(self._wall_clock() - quote.timestamp.timestamp())
-        if self._tracker is not None:
-            gap = self._tracker.on_quote(item.seq, item.epoch)
-            if gap is not None:
-                self._emit(gap)
-        return quote
-
-    def _control(self, frame: Subscribed | Recovered | ServerError | Pong | OtherControl) -> None:
-        match frame:
-            case Subscribed(filter=new):
-                self._set_filter(new)
-                self._reply(new)
-                self._emit(FilterChanged(new))
-            case ServerError(code=code, message=message):
-                self._reply(ActionRejected(code, message))
-                self._emit(frame)
-            case Recovered(recovered=recovered, epoch=epoch, seq=seq):
-                gap = None
-                if self._tracker is not None:
-                    gap = self._tracker.on_recovered(recovered, epoch, seq)
-                self._emit(frame)
-                if gap is not None:
-                    self._emit(gap)
-            case _:
-                logger.debug("quotes-client: ignored a control frame: %r", frame)
 
     def _reply(self, answer: TickerFilter | ActionRejected) -> None:
         # the server answers filter changes in order, one frame each

@@ -25,7 +25,17 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from quotes_client.events import Recovered, ServerError
-from quotes_core import InvalidQuote, InvalidTickers, Quote, TickerFilter, validate_quote
+from quotes_core import (
+    MAX_HZ_RANGE,
+    InvalidQuote,
+    InvalidTickers,
+    Position,
+    Quote,
+    StreamOptions,
+    TickerFilter,
+    validate_quote,
+)
+from quotes_core.query import STREAM_PARAMS
 
 __all__ = [
     "MAX_HZ_RANGE",
@@ -43,9 +53,6 @@ __all__ = [
     "encode_action",
     "encode_ping",
 ]
-
-MAX_HZ_RANGE = (0.1, 100.0)
-"""The smallest and largest ``max_hz`` the server accepts (frames per second per ticker)."""
 
 Action = Literal["subscribe", "unsubscribe", "set"]
 """A filter change sent on the open connection."""
@@ -230,16 +237,21 @@ class ProtocolOptions:
             raise ValueError(f"max_hz must be between {low:g} and {high:g}, got {self.max_hz!r}")
 
     def params(self, since: str | None) -> dict[str, str]:
-        """The query parameters of one connection (``since`` from the resume tracker)."""
-        params: dict[str, str] = {}
-        if self.snapshot or since is not None:
-            params["snapshot"] = "1"
+        """
+        The query parameters of one connection (``since`` from the resume tracker),
+        as :meth:`quotes_core.StreamOptions.to_query` spells them; a resuming client
+        also asks ``snapshot=1`` (used only when the server cannot replay) and
+        ``seq=1`` explicitly.
+        """
+        resumed = since is not None and self.resume
+        options = StreamOptions(
+            snapshot=self.snapshot or resumed,
+            seq=self.resume,
+            since=Position.parse(since) if resumed and since is not None else None,
+            max_hz=self.max_hz,
+            batch=self.batch,
+        )
+        query = options.to_query()
         if self.resume:
-            params["seq"] = "1"
-            if since is not None:
-                params["since"] = since
-        if self.max_hz is not None:
-            params["max_hz"] = f"{self.max_hz:g}"
-        if self.batch:
-            params["batch"] = "1"
-        return params
+            query["seq"] = "1"
+        return {name: query[name] for name in STREAM_PARAMS if name in query}

@@ -97,7 +97,7 @@ class SyncQuotesClient:
         if self._loop is not None and self._loop.is_closed():
             self._ended = True
         if not self._pending and not self._ended:
-            chunk = self._call(self._client._next_chunk(_CHUNK))
+            chunk = self._call(self._client.next_quotes(_CHUNK))
             if not chunk:
                 self._ended = True
             self._pending.extend(chunk)

@@ -15,11 +15,11 @@ No clocks here: the caller passes ``now`` (any monotonic clock, in seconds).
 from __future__ import annotations
 
 from collections import deque
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from quotes_core.tickers import TickerFilter
 
-__all__ = ["DEFAULT_HISTORY_AGE", "DEFAULT_HISTORY_SIZE", "History", "StreamItem"]
+__all__ = ["DEFAULT_HISTORY_AGE", "DEFAULT_HISTORY_SIZE", "History", "HistoryBackend", "StreamItem"]
 
 P = TypeVar("P")
 
@@ -43,6 +43,38 @@ class StreamItem(NamedTuple, Generic[P]):
     """What the server carries for the quote (canonical JSON text or a frame of it)."""
     time: float
     """When it was recorded (the caller's clock)."""
+
+
+class HistoryBackend(Protocol[P]):
+    """
+    What the stream engine needs of a resume window (:class:`History` is the
+    per-process one). A backend is read in the same synchronous step as a client's
+    subscription, so that the replay and the live stream meet exactly: one that
+    keeps the window elsewhere (in Redis, for a whole deployment) keeps what it
+    answers with in memory, fed as quotes are published.
+    """
+
+    def __len__(self) -> int:
+        """Items held."""
+        ...
+
+    def append(self, item: StreamItem[P]) -> None:
+        """Record a published item (``seq`` order, no gaps within an epoch)."""
+
+    def clear(self) -> None:
+        """Forget everything (a new epoch starts)."""
+
+    def since(
+        self,
+        seq: int,
+        last_seq: int,
+        ticker_filter: TickerFilter,
+        now: float,
+        limit: int | None = None,
+    ) -> list[StreamItem[P]] | None:
+        """Every held item after ``seq`` that the filter lets through, or ``None``
+        when they are not all held or more than ``limit`` (see :meth:`History.since`)."""
+        ...
 
 
 class History(Generic[P]):

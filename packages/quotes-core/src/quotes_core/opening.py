@@ -20,7 +20,7 @@ from collections.abc import Sized
 from typing import TypeVar
 
 from quotes_core.actions import recovered_event
-from quotes_core.history import History, StreamItem
+from quotes_core.history import HistoryBackend, StreamItem
 from quotes_core.query import StreamOptions
 from quotes_core.snapshot import Snapshot
 from quotes_core.tickers import TickerFilter
@@ -43,7 +43,7 @@ Opening = tuple[str | None, list[StreamItem[S]]]
 def opening(
     options: StreamOptions,
     ticker_filter: TickerFilter,
-    history: History[S],
+    history: HistoryBackend[S],
     snapshot: Snapshot[S],
     *,
     epoch: str,

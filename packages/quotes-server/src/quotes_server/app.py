@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from quotes_core import ClientError
+from quotes_core import TOKEN_EXPIRED_REASON, WS_PATHS, ClientError
 from quotes_core.query import (
     STREAM_PARAMS,
     parse_mode_param,
@@ -51,9 +52,6 @@ log = logging.getLogger("quotes_server")
 
 # the *_created series double the size of /metrics and say nothing useful here
 disable_created_metrics()  # type: ignore[no-untyped-call]
-
-WS_PATHS = ("/ws/quotes", "/ws", "/v1/ws/quotes", "/v1/ws")
-"""The WebSocket endpoints; all four behave identically."""
 
 HEALTH = {"status": "ok", "version": __version__, "repository": "opa-quotes-api"}
 
@@ -236,7 +234,7 @@ def _expiry_timer(
 
     def expired() -> None:
         runtime.metrics.limit_hits.labels("token_expired").inc()
-        conn.close(CloseCode.POLICY_VIOLATION, "Token expired")
+        conn.close(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
 
     return asyncio.get_running_loop().call_later(max(0.0, grant.expires_at - time.time()), expired)
 
@@ -274,7 +272,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     source = source or make_source(settings)
     metrics = Metrics()
     runtime = Runtime(settings, source, metrics)
-    sharded = source if isinstance(source, FollowsInterest) else None
+    sharded = source.interest
     if sharded is not None:
         metrics.watch_shards(sharded.shard_health)
     auth = Authenticator(settings)
@@ -384,8 +382,11 @@ def _operator_routes(
             "source": runtime.source.name,
             "upstream": state.value,
             "connections": len(runtime.connections),
-            "subscriptions": len(runtime.hub) + len(runtime.stream_hub),
+            "subscriptions": len(runtime.stream),
             "tasks": len(asyncio.all_tasks()),
+            # Python's live small-object allocations: flat while RSS grows means
+            # fragmentation (memory the allocator keeps), growing means a leak
+            "python_blocks": sys.getallocatedblocks(),
             "loop": _loop_name(),
         }
         if sharded is not None:

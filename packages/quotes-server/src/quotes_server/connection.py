@@ -25,10 +25,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from quotes_core import Hub, Subscription
+from quotes_core import INTERNAL_ERROR_REASON, CloseCode, Hub, Subscriber, Subscription
 from quotes_server.frames import FramesExtension, frame_text
 from quotes_server.limits import InboundExtension
 from quotes_server.metrics import HotCounters
+from quotes_server.session import Session
 
 __all__ = ["CloseCode", "Connection", "Outbox", "PlainOutbox"]
 
@@ -36,16 +37,6 @@ log = logging.getLogger("quotes_server.connection")
 
 Send = Any  # the ASGI send callable
 Receive = Any  # the ASGI receive callable
-
-
-class CloseCode:
-    """WebSocket close codes the server uses (see the docs' close-code table)."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001
-    POLICY_VIOLATION = 1008
-    INTERNAL_ERROR = 1011
-    TRY_AGAIN_LATER = 1013
 
 
 class Outbox(Protocol):
@@ -89,8 +80,8 @@ class Connection:
     connection ends and cleans up on every path.
 
     Args:
-        hub: the hub ``sub`` belongs to (kept for its owner, never used here).
-        sub: the client's hub subscription (its filter, counters and buffer).
+        subscriber: the client's side of the stream engine (its subscription's
+            filter, counters and buffer are read here; the rest is its owner's).
         outbox: where the frames to write come from.
         hot: the hot-path counters (frames forwarded, socket writes, conflated).
         on_text: called with every text message of the client.
@@ -98,8 +89,7 @@ class Connection:
 
     def __init__(
         self,
-        hub: Hub[Any],
-        sub: Subscription[Any],
+        subscriber: Subscriber[bytes],
         outbox: Outbox,
         send: Send,
         receive: Receive,
@@ -112,12 +102,12 @@ class Connection:
         frames: FramesExtension | None = None,
         inbound: InboundExtension | None = None,
     ) -> None:
-        self.hub = hub
-        self.sub = sub
+        self.subscriber = subscriber
+        self.sub = subscriber.sub
         self.outbox = outbox
         """Replaceable: the owner may swap it (e.g. on a client's first action)."""
-        self.session: Any = None
-        """Protocol state the owner attaches (opaque here)."""
+        self.session: Session | None = None
+        """The stream-protocol outbox, once the client has one (opted in or acted)."""
         self.hot = hot
         self._on_text = on_text
         self.client_id = client_id
@@ -242,8 +232,11 @@ class Connection:
         # and closes keep working), binary ones are ignored and text ones go to the
         # owner (the stream protocol's actions). Oversized frames never get here:
         # uvicorn closes those with 1009.
+        # Once we are closing, what the client still sends is not acted on: its
+        # actions would be answered after our close frame (and a client over its
+        # budget counted again for each one).
         text = message.get("text")
-        if text is not None and self._on_text is not None:
+        if text is not None and self._on_text is not None and self.close_code is None:
             self._on_text(self, text)
 
     def _account_conflated(self) -> None:
@@ -291,4 +284,4 @@ class Connection:
             raise
         except Exception:
             log.exception("client %s: send failed", self.client_id)
-            self.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+            self.close(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from quotes_core import DEFAULT_MAX_URL_LENGTH
+
 __all__ = [
     "INBOUND_EXTENSION",
     "LIMITS_STATE_KEY",
@@ -88,7 +90,7 @@ class ProtocolLimits:
     """Seconds a peer has to answer our close frame before the socket is dropped."""
     handshake_timeout: float = 10.0
     """Seconds from TCP accept (or the first byte of a request) to a complete request head."""
-    max_url_length: int = 32 * 1024
+    max_url_length: int = DEFAULT_MAX_URL_LENGTH
     """Longest request target (path and query), in bytes; longer gets 414."""
     max_header_size: int = 8 * 1024
     """Longest single header (name and value), in bytes; longer gets 431."""

@@ -59,6 +59,7 @@ from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
+from quotes_core import INBOUND_RATE_REASON, SHUTDOWN_REASON, CloseCode
 from quotes_core.bucket import TokenBucket
 from quotes_server.frames import FRAMES_EXTENSION, FramesExtension
 from quotes_server.limits import (
@@ -70,10 +71,8 @@ from quotes_server.limits import (
 
 __all__ = ["POLICY_VIOLATION", "QuotesWebSocketProtocol"]
 
-SHUTDOWN_CODE = 1001
-SHUTDOWN_REASON = "Server shutting down"
-POLICY_VIOLATION = 1008
-INBOUND_RATE_REASON = "Policy violation: too many messages"
+SHUTDOWN_CODE = int(CloseCode.GOING_AWAY)
+POLICY_VIOLATION = int(CloseCode.POLICY_VIOLATION)
 INVALID_DATA = 1007
 INVALID_UTF8_REASON = "Invalid UTF-8 in a text message"
 INTERNAL_ERROR = 1011

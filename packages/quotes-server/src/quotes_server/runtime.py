@@ -1,22 +1,20 @@
 """
-The server's running state: one source, one hub, the open connections.
+The server's running state: one source, the stream engine, the open connections.
 
-Upstream messages arrive through :meth:`Runtime.on_message` (the source's sink):
-each is parsed, validated and encoded once by quotes-core, turned into a WebSocket
-frame once and published to the hub. The subscriptions that became non-empty are
-collected, and one flush per event-loop turn (a callback of its own, after the
-source has handed over everything it had) lets each of their connections write its
+Upstream messages arrive through :meth:`Runtime.on_message` (the source's
+:class:`~quotes_server.sources.Sink`): each is parsed, validated and encoded once by
+quotes-core, turned into a WebSocket frame once and published to the engine. The
+subscriptions that became non-empty go to the write rounds
+(:class:`~quotes_server.rounds.WriteRounds`): one per event-loop turn, after the
+source has handed over everything it had, each of their connections writes its
 whole batch with one non-blocking write. No write to any client happens in the
 source's reading loop, so a slow client can never hold up the upstream reader.
 
-The stream protocol (docs: Stream protocol) is wired here from the core's pieces:
-every valid quote gets the next ``seq`` of the current ``epoch`` and is recorded
-in the history window and the snapshot map (O(1) each). Plain clients live in
-:attr:`Runtime.hub` of shared pre-built frames, exactly as before; clients that
-asked for ``seq``/``since``, ``max_hz`` or ``batch`` live in
-:attr:`Runtime.stream_hub`, which carries :class:`~quotes_core.StreamItem` and is
-only published to while it has subscribers. Every filter change of a connection
-goes through :meth:`Runtime.change_filter`.
+Every rule of the stream (positions and epochs, the resume window, the snapshot,
+the two hubs, what a new client gets first, what an action does) is the core's
+stream engine, :attr:`Runtime.stream` (a :class:`quotes_core.Stream` of pre-built
+frames); the runtime feeds it upstream messages, opens and closes its subscribers
+and answers client messages through it, and moves the frames it gives to sockets.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -33,57 +30,53 @@ from datetime import UTC, datetime
 from typing import Any
 
 from quotes_core import (
-    FlushPacer,
-    History,
-    Hub,
+    INTERNAL_ERROR_REASON,
+    QUEUE_FULL_REASON,
+    SHUTDOWN_REASON,
+    SLOW_CONSUMER_REASON,
+    CloseCode,
     InvalidQuote,
     Mode,
-    Snapshot,
-    StreamItem,
+    Stream,
     StreamOptions,
     Subscription,
     TickerFilter,
-    answer,
-    opening,
     parse_quote,
 )
-from quotes_server.connection import CloseCode, Connection, PlainOutbox, Receive, Send
+from quotes_server.connection import Connection, PlainOutbox, Receive, Send
 from quotes_server.frames import FramesExtension, text_frame
 from quotes_server.limits import InboundExtension
 from quotes_server.logs import RateLimitedLog, safe, truncate
 from quotes_server.metrics import Metrics
+from quotes_server.rounds import WriteRounds
 from quotes_server.session import Session
 from quotes_server.settings import Settings
-from quotes_server.sources import FollowsInterest, QuoteSource, SourceState
+from quotes_server.sources import QuoteSource, SourceState
 
 __all__ = ["Runtime"]
 
 log = logging.getLogger("quotes_server")
 
-QUEUE_FULL_REASON = "Slow consumer: too much queued"
-"""Close reason (with 1013) of a client whose queue passed its byte budget."""
-
 
 class Runtime:
     """
-    Owns the hub, the source task, the connections and the slow-client watchdog.
+    Owns the stream engine, the source task, the connection registry (per-address
+    counts), the write rounds and the slow-client watchdog.
     """
 
     def __init__(self, settings: Settings, source: QuoteSource, metrics: Metrics) -> None:
         self.settings = settings
         self.source = source
         self.metrics = metrics
-        # the hub carries pre-built WebSocket frames: built once per quote, shared by all
-        self.hub: Hub[bytes] = Hub(bound=settings.buffer_size)
-        # opted-in clients that need each quote's position (seq, max_hz, batch)
-        self.stream_hub: Hub[StreamItem[bytes]] = Hub(bound=settings.buffer_size)
+        # the stream carries pre-built WebSocket frames: built once per quote, shared by all
+        self.stream: Stream[bytes] = Stream(
+            bound=settings.buffer_size,
+            history_size=settings.history_size,
+            history_age=settings.history_age,
+            replay_limit=settings.replay_limit,
+            queue_bytes=settings.client_queue_limit,
+        )
         self.connections: dict[Subscription[Any], Connection] = {}
-        self.history: History[bytes] = History(settings.history_size, settings.history_age)
-        self.snapshot: Snapshot[bytes] = Snapshot()
-        self.seq = 0
-        """The newest position published (per process, across epochs)."""
-        self.epoch = new_epoch()
-        """The current stream epoch (new at start and after each upstream outage)."""
         self._upstream_lost = False
         self._per_host: Counter[str] = Counter()
         self._ids = itertools.count(1)
@@ -91,21 +84,17 @@ class Runtime:
         self._invalid_log = RateLimitedLog(logging.getLogger("quotes_server.upstream"))
         self.client_log = RateLimitedLog(logging.getLogger("quotes_server.connection"))
         self._reconnects_seen = 0
-        self._ready: list[Subscription[Any]] = []
-        self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
-        self._pacer = FlushPacer(settings.flush_window)
-        self._since_flush = 0
-        """Upstream messages since the last write round started."""
-        self._newest: datetime | None = None
+        self.rounds = WriteRounds(settings.flush_window, self.connections, metrics)
         # the sharded source subscribes upstream only to what the hub's clients want
-        self._interest = source if isinstance(source, FollowsInterest) else None
+        self._interest = source.interest
 
     # --- the source's sink -------------------------------------------------------------------
 
     def on_message(self, raw: bytes) -> None:
         """Validate one upstream message and fan it out (called by the source)."""
         self.metrics.hot.received += 1
-        self._since_flush += 1
+        rounds = self.rounds
+        rounds.arrived()
         try:
             quote, payload = parse_quote(raw)
         except InvalidQuote as exc:
@@ -118,72 +107,12 @@ class Runtime:
                 truncate(raw),
             )
             return
-        self._newest = quote.timestamp
-        frame = text_frame(payload)
-        self.seq = seq = self.seq + 1
-        item = StreamItem(seq, self.epoch, quote.ticker, frame, time.monotonic())
-        self.history.append(item)
-        self.snapshot.update(item)
-        woken = self.hub.publish(quote, frame)
-        if woken:
-            self._ready += woken
-        if len(self.stream_hub):
-            woken_stream = self.stream_hub.publish(quote, item)
-            if woken_stream:
-                self._ready += woken_stream
-        if self._ready:
-            if self._flush_handle is None:
-                loop = asyncio.get_running_loop()
-                delay = self._pacer.delay(time.monotonic())
-                if delay > 0.0:  # busy: let more frames share each client's next write
-                    self._flush_handle = loop.call_later(delay, self._flush)
-                else:
-                    self._flush_handle = loop.call_soon(self._flush)
-            elif self._pacer.arrived():  # a held round has waited for enough quotes
-                self._release_held()
-
-    def _release_held(self) -> None:
-        """Run the pending (held) write round after this loop turn instead of later."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-        self._pacer.started()
-        self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+        rounds.newest = quote.timestamp
+        rounds.published(self.stream.publish(quote, text_frame(payload), time.monotonic()))
 
     def room(self) -> int:
-        """
-        Messages to take before the next write round: the pacer's budget less what
-        arrived since the last round (the whole budget while no round is pending).
-        """
-        if self._flush_handle is None:
-            self._since_flush = 0
-        room = self._pacer.budget - self._since_flush
-        if room <= 0:
-            if self._pacer.holding:  # the round waits for time: the budget is spent first
-                self._release_held()
-            return 0
-        return room
-
-    def _flush(self) -> None:
-        """Let every connection with new frames write them (one write each)."""
-        start = time.monotonic()
-        self._flush_handle = None
-        self._since_flush = 0
-        self._pacer.started()
-        self.metrics.hot.flushes += 1
-        ready, self._ready = self._ready, []
-        connections = self.connections
-        for sub in ready:
-            conn = connections.get(sub)
-            if conn is None:
-                continue
-            try:
-                conn.on_ready()
-            except Exception:  # one broken connection must not starve the others
-                log.exception("client %s: write failed", conn.client_id)
-                conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
-        if self._newest is not None:
-            self.metrics.latency.observe(max(0.0, time.time() - self._newest.timestamp()))
-        self._pacer.finished(start, time.monotonic())
+        """Messages to take before the next write round (see :meth:`WriteRounds.room`)."""
+        return self.rounds.room()
 
     def on_state(self, state: SourceState) -> None:
         """Track the source's state; past the grace period close everyone with 1011."""
@@ -194,7 +123,7 @@ class Runtime:
             # quotes published while we were not subscribed are gone for good
             self._upstream_lost = False
             self.new_epoch()
-        reconnects = getattr(self.source, "reconnects", 0)
+        reconnects = self.source.reconnects
         if reconnects > self._reconnects_seen:
             self.metrics.upstream_reconnects.inc(reconnects - self._reconnects_seen)
             self._reconnects_seen = reconnects
@@ -204,13 +133,13 @@ class Runtime:
                 self.settings.grace_period,
                 len(self.connections),
             )
-            self.close_all(CloseCode.INTERNAL_ERROR, "Internal server error")
+            self.close_all(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
 
     def new_epoch(self) -> None:
         """Start a new epoch: nothing before it can be resumed."""
-        old, self.epoch = self.epoch, new_epoch()
-        self.history.clear()
-        log.info("stream epoch %s -> %s at seq %d", old, self.epoch, self.seq)
+        stream = self.stream
+        old = stream.epoch
+        log.info("stream epoch %s -> %s at seq %d", old, stream.new_epoch(), stream.seq)
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -235,16 +164,14 @@ class Runtime:
         """
         Subscribe a new client and build its connection (not yet added: see :meth:`add`).
 
-        The snapshot and the replay of a resume are taken in this same synchronous
-        step as the subscription, so the client gets every quote exactly once.
+        The engine queues the snapshot and the replay of a resume in this same
+        synchronous step as the subscription, so the client gets every quote exactly once.
         """
-        hub: Hub[Any] = self.stream_hub if options.sequenced else self.hub
-        sub: Subscription[Any] = hub.subscribe(ticker_filter, mode=mode)
-        session = None if options.plain else self._session(hub, sub, options)
+        subscriber = self.stream.open(ticker_filter, mode, options, time.monotonic())
+        session = None if options.plain else Session(subscriber)
         conn = Connection(
-            hub,
-            sub,
-            session if session is not None else PlainOutbox(self.hub, sub),
+            subscriber,
+            session if session is not None else PlainOutbox(self.stream.plain, subscriber.sub),
             send,
             receive,
             hot=self.metrics.hot,
@@ -258,37 +185,12 @@ class Runtime:
         conn.ticker_grant = ticker_grant
         if session is not None:
             self._attach(conn, session)
-            event, first = opening(
-                options,
-                ticker_filter,
-                self.history,
-                self.snapshot,
-                epoch=self.epoch,
-                last_seq=self.seq,
-                now=time.monotonic(),
-                replay_limit=self.settings.replay_limit,
-                replay_bytes=self.settings.client_queue_limit,
-            )
-            if event is not None:
-                session.control(event)
-            session.extend(first)
         return conn
-
-    def _session(self, hub: Hub[Any], sub: Subscription[Any], options: StreamOptions) -> Session:
-        return Session(hub, sub, options, self.settings.client_queue_limit)
 
     def _attach(self, conn: Connection, session: Session) -> None:
         conn.session = session
         conn.outbox = session
         session.wake = conn.on_ready
-
-    def change_filter(self, conn: Connection, new: TickerFilter) -> None:
-        """
-        Replace a connection's ticker filter: the one place every filter change
-        (subscribe, unsubscribe and set actions) goes through.
-        """
-        conn.hub.change_filter(conn.sub, new)
-        self.interest_changed()
 
     def on_client_text(self, conn: Connection, text: str) -> None:
         """
@@ -298,7 +200,7 @@ class Runtime:
         """
         session: Session | None = conn.session
         if session is None:  # the first action of a plain client
-            session = self._session(conn.hub, conn.sub, StreamOptions())
+            session = Session(conn.subscriber)
             self._attach(conn, session)
         try:
             self._act(conn, session, text)
@@ -312,28 +214,29 @@ class Runtime:
                 safe(text, 100),
                 exc_info=True,
             )
-            conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+            conn.close(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
             return
-        if session.over_budget:
+        subscriber = conn.subscriber
+        if subscriber.over_budget:
             self.metrics.limit_hits.labels("client_queue").inc()
             self.metrics.slow_closes.inc()
             self.client_log(
                 logging.WARNING,
                 "client %s queued over %d bytes without reading: closing with 1013",
                 conn.client_id,
-                session.budget,
+                subscriber.budget,
             )
             conn.close(CloseCode.TRY_AGAIN_LATER, QUEUE_FULL_REASON)
             return
         conn.on_ready()
 
     def _act(self, conn: Connection, session: Session, text: str) -> None:
-        reply = answer(
+        reply = self.stream.act(
+            conn.subscriber,
             text,
-            conn.sub.filter,
-            now=datetime.now(UTC),
+            now=session.now(),
+            clock=datetime.now(UTC),
             grant=conn.ticker_grant,
-            snapshot=self.snapshot if session.options.snapshot else None,
             charge=conn.charge,
         )
         if reply is None:
@@ -346,13 +249,8 @@ class Runtime:
                 reply.error.code,
                 safe(text, 100),
             )
-        # the reply goes out after what is pending and before any quote of a new ticker
-        session.control(reply.event)
-        new = reply.filter
-        if new is not None:
-            session.retain(new)
-            session.extend(reply.snapshot)
-            self.change_filter(conn, new)
+        if reply.filter is not None:
+            self.interest_changed()
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.sub] = conn
@@ -368,7 +266,7 @@ class Runtime:
                 self._per_host[conn.host] = left
             else:
                 del self._per_host[conn.host]
-        conn.hub.unsubscribe(conn.sub)
+        self.stream.close(conn.subscriber)
         if conn.session is not None:
             conn.session.close()
         self.interest_changed()
@@ -380,10 +278,9 @@ class Runtime:
         Tell the source what the hub now wants; call after every subscription change.
         """
         if self._interest is not None:
-            hubs = (self.hub, self.stream_hub)
-            wants_all = any(hub.wants_all() for hub in hubs)
-            tickers: set[str] = set() if wants_all else set().union(*(h.tickers() for h in hubs))
-            self._interest.set_interest(wants_all, tickers)
+            stream = self.stream
+            wants_all = stream.wants_all()
+            self._interest.set_interest(wants_all, set() if wants_all else stream.tickers())
 
     def accepts(self, filter: TickerFilter) -> bool:
         """True when a handshake with ``filter`` can be served (else 503)."""
@@ -414,7 +311,7 @@ class Runtime:
                 len(self.connections),
             )
         for conn in hit:
-            conn.close(CloseCode.INTERNAL_ERROR, "Internal server error")
+            conn.close(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
 
     def connections_from(self, host: str) -> int:
         """Open connections from one client address."""
@@ -434,7 +331,7 @@ class Runtime:
         ]
 
     async def stop(self) -> None:
-        self.close_all(CloseCode.GOING_AWAY, "Server shutting down")
+        self.close_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -468,9 +365,4 @@ class Runtime:
                         conn.sub.pending,
                     )
                     self.metrics.slow_closes.inc()
-                    conn.close(CloseCode.TRY_AGAIN_LATER, "Slow consumer")
-
-
-def new_epoch() -> str:
-    """A fresh epoch: random, so two processes (or two starts) never share one."""
-    return secrets.token_hex(6)
+                    conn.close(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)

@@ -16,10 +16,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from quotes_core import (
     DEFAULT_FLUSH_WINDOW,
+    DEFAULT_MAX_CLIENT_FRAME,
+    DEFAULT_MAX_URL_LENGTH,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_REPLAY_LIMIT,
     DEFAULT_SHARDS,
     MAX_SHARDS,
+    origin_allowed,
 )
 
 __all__ = ["MIN_JWT_SECRET_BYTES", "Settings"]
@@ -97,7 +100,7 @@ class Settings(BaseSettings):
     close_timeout: float = Field(10.0, gt=0)
     """Seconds to wait for a client to answer our close frame before dropping the socket."""
 
-    ws_max_size: int = Field(64 * 1024, ge=125)
+    ws_max_size: int = Field(DEFAULT_MAX_CLIENT_FRAME, ge=125)
     """Largest client frame in bytes; larger ones close the connection with 1009."""
     ws_ping_interval: float | None = 20.0
     """Seconds between WebSocket keepalive pings (unset disables them)."""
@@ -120,7 +123,7 @@ class Settings(BaseSettings):
     from any other peer the header is ignored."""
     handshake_timeout: float = Field(10.0, gt=0)
     """Seconds a new TCP connection has to send a complete request head (else 408 and close)."""
-    http_max_url_length: int = Field(32 * 1024, ge=1024)
+    http_max_url_length: int = Field(DEFAULT_MAX_URL_LENGTH, ge=1024)
     """Longest request target (path and query) in bytes; longer gets 414."""
     http_max_header_size: int = Field(8 * 1024, ge=256, le=8 * 1024)
     """Longest header field (name and value) in bytes; longer gets 431."""
@@ -254,13 +257,9 @@ class Settings(BaseSettings):
         """
         Tell whether a handshake's ``Origin`` header passes ``cors_origins``.
 
-        No header (a non-browser client) is allowed; otherwise an exact
-        ``scheme://host[:port]`` match, or ``*`` in the list. ``Origin: null`` is
-        allowed only when ``null`` itself is listed.
+        The core's rule (:func:`quotes_core.origin_allowed`): no header (a
+        non-browser client) is allowed; otherwise an exact ``scheme://host[:port]``
+        match, or ``*`` in the list. ``Origin: null`` is allowed only when ``null``
+        itself is listed.
         """
-        if origin is None:
-            return True
-        if origin == "null":
-            # sandboxed frames, file:// pages, redirects: not an origin ``*`` should cover
-            return "null" in self.cors_origins
-        return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
+        return origin_allowed(origin, self.cors_origins)

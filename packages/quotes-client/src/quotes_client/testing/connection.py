@@ -1,49 +1,45 @@
 """
-One client connection of the scripted server: its hub subscription, its writer,
-and the controls a test uses on it.
+One client connection of the scripted server: its side of the stream engine, its
+writer, and the controls a test uses on it.
 
-The writer works like ``quotes-server``'s: the hub says the subscription went from
-empty to non-empty, the writer wakes and sends everything pending, oldest first,
-one text frame per quote. While the connection is stalled the writer sends
-nothing, so quotes pile up in the hub, FIFO up to the bound, then conflated.
-
-A connection that opted into the stream protocol (``seq=1``, ``since=``,
-``snapshot=1``, ``batch=1``) subscribes to the server's sequenced hub instead: its
-quotes are :class:`~quotes_core.StreamItem` s, and what the handshake queued first
-(the ``recovered`` control frame, the snapshot or the replay) goes out before them.
+The connection is a transport of :class:`quotes_core.Stream`, as ``quotes-server``'s
+are: the engine's :class:`~quotes_core.Subscriber` decides what goes out and in
+which order (what the handshake queued first: the ``recovered`` frame, the snapshot
+or the replay; replies after what is pending; the ``max_hz`` throttle) and
+:func:`quotes_core.render` shapes the frames. The writer works like the server's:
+the hub says the subscription went from empty to non-empty, the writer wakes and
+sends everything pending, oldest first. While the connection is stalled the writer
+sends nothing, so quotes pile up in the hub, FIFO up to the bound, then conflated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
 from quotes_core import (
+    QUEUE_FULL_REASON,
+    TEXT_CODEC,
+    CloseCode,
+    Element,
     Hub,
     Mode,
-    Reply,
-    StreamItem,
+    Stream,
     StreamOptions,
+    Subscriber,
     Subscription,
     TickerFilter,
-    answer,
-    with_position,
+    render,
 )
 
-if TYPE_CHECKING:
-    from quotes_client.testing.server import ScriptedServer
-
 __all__ = ["ScriptedConnection"]
-
-Element = str | StreamItem[str]
-"""What a connection writes: a quote's canonical JSON (plain hub), a sequenced quote
-(stream hub) or, queued by the handshake, a control frame's JSON text."""
 
 
 class ScriptedConnection:
@@ -55,27 +51,24 @@ class ScriptedConnection:
         path: the endpoint the client connected to.
         query: the handshake's query parameters.
         headers: the handshake's request headers.
-        subscription: its hub subscription (filter, mode, counters).
-        options: the stream protocol options it asked for (all off: the contract).
+        subscriber: its side of the server's stream engine.
         received: every message the client sent, in order.
         sent: quote and raw frames written so far.
     """
 
     def __init__(
         self,
-        server: ScriptedServer,
-        hub: Hub[Any],
-        subscription: Subscription[Any],
+        stream: Stream[str],
+        notify: Callable[[], None],
+        subscriber: Subscriber[str],
         path: str,
         query: dict[str, list[str]],
         headers: Headers,
         index: int,
-        options: StreamOptions | None = None,
     ) -> None:
-        self.server = server
-        self.hub = hub
-        self.subscription = subscription
-        self.options = options if options is not None else StreamOptions()
+        self.stream = stream
+        self.subscriber = subscriber
+        self._notify = notify
         self.path = path
         self.query = query
         self.headers = headers
@@ -90,7 +83,24 @@ class ScriptedConnection:
         self._idle.set()
         self._done = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        self._out: list[Element] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+
+    @property
+    def subscription(self) -> Subscription[Any]:
+        """Its hub subscription (filter, mode, counters)."""
+        return self.subscriber.sub
+
+    @property
+    def hub(self) -> Hub[Any]:
+        """The server hub its subscription belongs to."""
+        return self.subscriber.hub
+
+    @property
+    def options(self) -> StreamOptions:
+        """The stream protocol options it asked for (all off: the contract)."""
+        return self.subscriber.options
 
     @property
     def filter(self) -> TickerFilter:
@@ -195,64 +205,43 @@ class ScriptedConnection:
             self._wake.set()
 
     def _answer(self, text: str) -> None:
-        # the client's message, answered as quotes-server answers it (no token, no
-        # inbound rate here): the reply after everything pending, hub included, then
-        # the snapshot of added tickers, then the new filter
-        reply: Reply[str] | None = answer(
-            text,
-            self.subscription.filter,
-            now=datetime.now(UTC),
-            snapshot=self.server.snapshot if self.options.snapshot else None,
-        )
-        if reply is None:  # only a charge refuses; none is given
+        # the client's message, answered by the engine as quotes-server answers it
+        # (no token, no inbound rate here); a client whose queue passes its byte
+        # budget gets quotes-server's 1013
+        self.stream.act(self.subscriber, text, now=self._loop.time(), clock=datetime.now(UTC))
+        if self.subscriber.over_budget:
+            if self._closing is None:
+                close = self.close(CloseCode.TRY_AGAIN_LATER, QUEUE_FULL_REASON, flush=False)
+                self._closing = self._loop.create_task(close)
             return
-        if self.subscription.pending:
-            self._out.extend(self.hub.drain(self.subscription))
-        self._out.append(reply.event)
-        if reply.filter is not None:
-            self._out.extend(reply.snapshot)
-            self.hub.change_filter(self.subscription, reply.filter)
+        self._arm()
         self._wake.set()
 
-    def _queue(self, elements: list[Element]) -> None:
-        # the handshake's control frame, snapshot or replay: before any live quote
-        self._out.extend(elements)
-
     def _has_pending(self) -> bool:
-        return bool(self._out) or self.subscription.pending > 0
+        return self.subscriber.pending
 
-    def _take(self) -> list[Element]:
-        out, self._out = self._out, []
-        if self.subscription.pending:
-            out.extend(self.hub.drain(self.subscription))
+    def _take(self) -> list[Element[str]]:
+        out = self.subscriber.take(self._loop.time())
+        self._arm()
         return out
 
-    def _frames(self, elements: list[Element]) -> list[str]:
-        # The one place where a connection's outgoing frames get their shape: the
-        # contract's default is one canonical quote per text frame, unchanged. With
-        # the stream protocol, quotes are StreamItems: seq=1 appends seq/epoch,
-        # batch=1 joins the quotes of one flush into a JSON array; control frames
-        # (str) are never inside an array.
-        if self.options.plain:
-            return [e for e in elements if isinstance(e, str)]
-        seq, batch = self.options.seq, self.options.batch
-        frames: list[str] = []
-        group: list[str] = []
-        for e in elements:
-            if isinstance(e, str):
-                if group:
-                    frames.append("[" + ",".join(group) + "]")
-                    group = []
-                frames.append(e)
-                continue
-            text = with_position(e.payload, e.seq, e.epoch) if seq else e.payload
-            if batch:
-                group.append(text)
-            else:
-                frames.append(text)
-        if group:
-            frames.append("[" + ",".join(group) + "]")
-        return frames
+    def _frames(self, elements: list[Element[str]]) -> list[str]:
+        return render(elements, self.subscriber.options, TEXT_CODEC)[0]
+
+    def _arm(self) -> None:
+        # max_hz: wake the writer when the earliest held-back quote is due
+        due = self.subscriber.next_due()
+        timer = self._timer
+        if timer is not None and (due is None or timer.when() > due):
+            timer.cancel()
+            self._timer = timer = None
+        if due is not None and timer is None:
+            self._timer = self._loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.subscriber.due = True
+        self._wake.set()
 
     async def _write_loop(self, ws: ServerConnection) -> None:
         try:
@@ -267,20 +256,23 @@ class ScriptedConnection:
                             self.sent += 1
                 finally:
                     self._idle.set()
-                    self.server._notify()
+                    self._notify()
         except ConnectionClosed:
             return
 
     def _stop_writer(self) -> None:
         if self._writer is not None:
             self._writer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def _ended(self) -> None:
         self._stop_writer()
         if self._writer is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
-        self.hub.unsubscribe(self.subscription)
+        self.stream.close(self.subscriber)
         self._done.set()
         self._idle.set()
 

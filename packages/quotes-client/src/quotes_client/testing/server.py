@@ -2,25 +2,18 @@
 ``ScriptedServer``: a real WebSocket server on loopback that speaks the contract and
 misbehaves on cue, for testing applications built on the stream.
 
-It is assembled from the same pieces as ``quotes-server``: the handshake's
-parameters are parsed by :mod:`quotes_core.query` (the same 400 reasons), quotes
-fan out through a :class:`quotes_core.Hub` (the same filter, FIFO bound and
-conflation) and are encoded once by :func:`quotes_core.encode_quote` (the same
-text frames, byte for byte: no compression). There is no Redis: the test
-publishes quotes itself, and can close, drop, refuse, stall or corrupt
-connections in between.
-
-It also speaks the stream protocol's opt-in shapes, from the same core pieces as
-``quotes-server``: the options are parsed by :func:`quotes_core.parse_stream_options`;
-every published quote gets the next ``seq`` of the current ``epoch`` and is recorded
-in a :class:`quotes_core.History` and a :class:`quotes_core.Snapshot`; ``seq=1``
-frames come from :func:`quotes_core.with_position`, ``since=`` and ``snapshot=1``
-are answered by :func:`quotes_core.opening` (the ``recovered`` frame, then the bounded
-replay or the snapshot, as ``quotes-server`` decides them), ``batch=1``
-sends JSON arrays. :meth:`ScriptedServer.new_epoch` simulates an outage or restart.
-Client actions are answered by :func:`quotes_core.answer`, as ``quotes-server``
-answers them (and recorded in ``received``). Not scripted: ``max_hz`` (parsed, then
-ignored).
+It drives the same stream engine as ``quotes-server``, :class:`quotes_core.Stream`:
+the handshake's parameters are parsed by :mod:`quotes_core.query` (the same 400
+reasons, the same ``Origin`` rule and endpoints from :mod:`quotes_core.wire`);
+every published quote is encoded once by :func:`quotes_core.encode_quote` (the same
+text frames, byte for byte: no compression), gets the next ``seq`` of the current
+``epoch``, is recorded in the resume window and the snapshot and fans out through
+the same hubs (filter, FIFO bound, conflation); what a new connection gets first
+(``since=``, ``snapshot=1``), the replies to client actions, ``max_hz`` and the
+frames' shapes (``seq=1``, ``batch=1``) are the engine's. There is no Redis: the
+test publishes quotes itself, and can close, drop, refuse, stall or corrupt
+connections in between. :meth:`ScriptedServer.new_epoch` simulates an outage or
+restart. Client actions are also recorded in ``received``.
 
 Everything is observable and awaitable (``wait_connections``, ``drain``...), so
 tests need no sleeps.
@@ -29,13 +22,11 @@ tests need no sleeps.
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 import websockets.http11
@@ -49,27 +40,32 @@ from quotes_core import (
     DEFAULT_BOUND,
     DEFAULT_HISTORY_AGE,
     DEFAULT_HISTORY_SIZE,
+    DEFAULT_MAX_CLIENT_FRAME,
+    DEFAULT_MAX_URL_LENGTH,
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_REPLAY_LIMIT,
+    SHUTDOWN_REASON,
+    WS_PATHS,
     ClientError,
-    History,
+    CloseCode,
+    HistoryBackend,
     Hub,
     Quote,
     Snapshot,
+    Stream,
     StreamItem,
     encode_quote,
-    opening,
+    origin_allowed,
     parse_stream_options,
 )
-from quotes_core.query import EPOCH_PATTERN, parse_mode_param, parse_tickers_param
+from quotes_core.query import parse_mode_param, parse_tickers_param
 
 __all__ = ["WS_PATHS", "Handshake", "ScriptedServer"]
 
-WS_PATHS = ("/ws/quotes", "/ws", "/v1/ws/quotes", "/v1/ws")
-"""The contract's four endpoints, as ``quotes-server`` serves them."""
-
-MAX_CLIENT_FRAME = 64 * 1024
+MAX_CLIENT_FRAME = DEFAULT_MAX_CLIENT_FRAME
 """Largest client frame accepted, as ``quotes-server``'s default ``ws_max_size``."""
 
-MAX_URL_LENGTH = 32 * 1024
+MAX_URL_LENGTH = DEFAULT_MAX_URL_LENGTH
 """Longest request target accepted, as ``quotes-server``'s default ``max_url_length``
 (so an over-long ``tickers`` value gets the same 400, not the parser's 8 KiB limit)."""
 
@@ -110,6 +106,14 @@ class ScriptedServer:
         epoch: the first stream epoch (default: a random one, as ``quotes-server``).
         history_size: quotes the resume window holds at most.
         history_age: seconds a quote stays in the resume window.
+        replay_limit: most quotes one resume replays, as ``quotes-server``'s
+            ``--replay-limit`` (more: ``recovered: false``).
+        client_queue_limit: most bytes queued for one connection outside its hub
+            buffer, as ``quotes-server``'s ``--client-queue-limit`` (a client past
+            it gets 1013).
+
+    Raises:
+        ValueError: ``epoch`` is not 1-64 characters ``A-Z a-z 0-9 _ -``.
     """
 
     def __init__(
@@ -123,23 +127,22 @@ class ScriptedServer:
         epoch: str | None = None,
         history_size: int = DEFAULT_HISTORY_SIZE,
         history_age: float = DEFAULT_HISTORY_AGE,
+        replay_limit: int = DEFAULT_REPLAY_LIMIT,
+        client_queue_limit: int = DEFAULT_QUEUE_BYTES,
     ) -> None:
         self.host = host
         self.port = port
         self.cors_origins = [o.rstrip("/") for o in cors_origins]
         self.retry_after = retry_after
-        self.hub: Hub[str] = Hub(bound=bound)
-        """The fan-out hub of plain connections (canonical JSON payloads)."""
-        self.stream_hub: Hub[StreamItem[str]] = Hub(bound=bound)
-        """The fan-out hub of connections that opted into the stream protocol."""
-        self.history: History[str] = History(history_size, history_age)
-        """The resume window (``since=``), cleared by :meth:`new_epoch`."""
-        self.snapshot: Snapshot[str] = Snapshot()
-        """The latest quote of every ticker (``snapshot=1``)."""
-        self.seq = 0
-        """The newest position published (0 before any; not reset by :meth:`new_epoch`)."""
-        self.epoch = _checked_epoch(epoch)
-        """The current stream epoch."""
+        self.stream: Stream[str] = Stream(
+            bound=bound,
+            history_size=history_size,
+            history_age=history_age,
+            epoch=epoch,
+            replay_limit=replay_limit,
+            queue_bytes=client_queue_limit,
+        )
+        """The stream engine (canonical JSON payloads), as ``quotes-server``'s."""
         self.handshakes: list[Handshake] = []
         """Every handshake answered, in order."""
         self.connections: list[ScriptedConnection] = []
@@ -151,14 +154,46 @@ class ScriptedServer:
         self._server: Server | None = None
         self._changed = asyncio.Event()
 
+    # -- the engine's state --------------------------------------------------------
+
+    @property
+    def hub(self) -> Hub[str]:
+        """The fan-out hub of plain connections (canonical JSON payloads)."""
+        return self.stream.plain
+
+    @property
+    def stream_hub(self) -> Hub[StreamItem[str]]:
+        """The fan-out hub of connections whose quotes carry their position."""
+        return self.stream.sequenced
+
+    @property
+    def history(self) -> HistoryBackend[str]:
+        """The resume window (``since=``), cleared by :meth:`new_epoch`."""
+        return self.stream.history
+
+    @property
+    def snapshot(self) -> Snapshot[str]:
+        """The latest quote of every ticker (``snapshot=1``)."""
+        return self.stream.snapshot
+
+    @property
+    def seq(self) -> int:
+        """The newest position published (0 before any; not reset by :meth:`new_epoch`)."""
+        return self.stream.seq
+
+    @property
+    def epoch(self) -> str:
+        """The current stream epoch."""
+        return self.stream.epoch
+
     # -- lifecycle ---------------------------------------------------------------
 
     @property
     def url(self) -> str:
         """``ws://host:port/ws/quotes``: pass it to ``QuotesClient``."""
-        return self.url_for("/ws/quotes")
+        return self.url_for()
 
-    def url_for(self, path: str = "/ws/quotes") -> str:
+    def url_for(self, path: str = WS_PATHS[0]) -> str:
         """The URL of ``path`` on this server (any of :data:`WS_PATHS`)."""
         return f"ws://{self.host}:{self.port}{path}"
 
@@ -184,7 +219,7 @@ class ScriptedServer:
         if self._server is None:
             return
         self._server.close(close_connections=False)
-        await self.close_all(1001, "Server shutting down", flush=False)
+        await self.close_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON, flush=False)
         await self._server.wait_closed()
         self._server = None
 
@@ -207,22 +242,16 @@ class ScriptedServer:
         Publish quotes, as if upstream had: each reaches every open connection whose
         filter matches it, in order. Returns how many deliveries were queued.
         """
-        before = self.hub.fanned_out + self.stream_hub.fanned_out
+        stream = self.stream
+        before = stream.plain.fanned_out + stream.sequenced.fanned_out
         for quote in quotes:
             self.published.append(quote)
-            payload = encode_quote(quote)
-            self.seq += 1
-            item = StreamItem(self.seq, self.epoch, quote.ticker, payload, time.monotonic())
-            self.history.append(item)
-            self.snapshot.update(item)
-            woken: list[Any] = self.hub.publish(quote, payload)
-            if len(self.stream_hub):
-                woken += self.stream_hub.publish(quote, item)
+            woken = stream.publish(quote, encode_quote(quote), time.monotonic())
             for sub in woken:
                 for conn in self.open_connections:
                     if conn.subscription is sub:
                         conn._wake.set()
-        return self.hub.fanned_out + self.stream_hub.fanned_out - before
+        return stream.plain.fanned_out + stream.sequenced.fanned_out - before
 
     def new_epoch(self, epoch: str | None = None) -> str:
         """
@@ -238,10 +267,9 @@ class ScriptedServer:
         Raises:
             ValueError: ``epoch`` is not 1-64 characters ``A-Z a-z 0-9 _ -``.
         """
-        self.epoch = _checked_epoch(epoch)
-        self.history.clear()
+        new = self.stream.new_epoch(epoch)
         self._notify()
-        return self.epoch
+        return new
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Wait until every open, non-stalled connection has written all it has pending."""
@@ -335,14 +363,6 @@ class ScriptedServer:
 
     # -- the handshake -----------------------------------------------------------
 
-    def _origin_allowed(self, origin: str | None) -> bool:
-        # quotes_server.settings.Settings.origin_allowed
-        if origin is None:
-            return True
-        if origin == "null":  # sandboxed frames, file:// pages: only when listed
-            return "null" in self.cors_origins
-        return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
-
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
         query = parse_qs(parts.query, keep_blank_values=True)
@@ -359,26 +379,18 @@ class ScriptedServer:
         mode = parse_mode_param(_last(query.get("mode")))
         options = parse_stream_options(query)
         # subscribe before the 101 goes out: whatever is published once the client
-        # has seen it reaches the client (as in quotes-server); the snapshot and the
-        # replay are taken in this same synchronous step: every quote exactly once
-        hub: Hub[Any] = self.stream_hub if options.sequenced else self.hub
-        sub = hub.subscribe(ticker_filter, mode=mode)
+        # has seen it reaches the client (as in quotes-server); the engine queues the
+        # snapshot and the replay in this same synchronous step: every quote exactly once
+        subscriber = self.stream.open(ticker_filter, mode, options, time.monotonic())
         conn = ScriptedConnection(
-            self, hub, sub, parts.path, query, request.headers, len(self.connections), options
+            self.stream,
+            self._notify,
+            subscriber,
+            parts.path,
+            query,
+            request.headers,
+            len(self.connections),
         )
-        event, first = opening(
-            options,
-            ticker_filter,
-            self.history,
-            self.snapshot,
-            epoch=self.epoch,
-            last_seq=self.seq,
-            now=time.monotonic(),
-        )
-        if event is not None:
-            conn._queue([event])
-        if first:
-            conn._queue(list(first))
         self._pending[ws] = conn
         return None
 
@@ -388,7 +400,7 @@ class ScriptedServer:
         if path not in WS_PATHS:
             return 404, "Not Found", {}
         origin = headers.get("Origin")
-        if not self._origin_allowed(origin):
+        if not origin_allowed(origin, self.cors_origins):
             return 403, f"Origin {origin!r} is not allowed", {}
         try:
             parse_tickers_param(query.get("tickers", []))
@@ -406,7 +418,7 @@ class ScriptedServer:
         conn = self._pending.get(ws)
         if conn is not None and response.status_code != 101:
             del self._pending[ws]
-            conn.hub.unsubscribe(conn.subscription)
+            self.stream.close(conn.subscriber)
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -426,14 +438,6 @@ class ScriptedServer:
         finally:
             await conn._ended()
             self._notify()
-
-
-def _checked_epoch(epoch: str | None) -> str:
-    if epoch is None:
-        return secrets.token_hex(6)  # as quotes-server: two starts never share one
-    if not re.fullmatch(EPOCH_PATTERN, epoch):
-        raise ValueError(f"invalid epoch {epoch!r}: expected {EPOCH_PATTERN}")
-    return epoch
 
 
 def _last(values: Sequence[str] | None) -> str | None:

@@ -8,9 +8,9 @@ implement :class:`QuoteSource`.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Callable, Set
 from enum import StrEnum
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import Protocol, TypedDict
 
 from quotes_core import TickerFilter
 
@@ -59,6 +59,9 @@ class Sink(Protocol):
         """
         ...
 
+    def close_affected(self, affected: Callable[[TickerFilter], bool]) -> None:
+        """Part of the upstream is down for good: close the clients ``affected`` says need it."""
+
 
 class QuoteSource(Protocol):
     """A producer of raw quote messages."""
@@ -69,6 +72,16 @@ class QuoteSource(Protocol):
     @property
     def state(self) -> SourceState:
         """The current state."""
+        ...
+
+    @property
+    def reconnects(self) -> int:
+        """Upstream reconnections so far (``quotes_upstream_reconnects_total``)."""
+        ...
+
+    @property
+    def interest(self) -> FollowsInterest | None:
+        """The source itself when it subscribes only to what clients want, else ``None``."""
         ...
 
     async def run(self, sink: Sink) -> None:
@@ -91,7 +104,6 @@ class ShardHealth(TypedDict):
     """Shards down past the grace period, or never up: their clients get 1011 / 503."""
 
 
-@runtime_checkable
 class FollowsInterest(Protocol):
     """
     A source that subscribes upstream only to what clients want (the sharded one).

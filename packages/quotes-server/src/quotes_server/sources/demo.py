@@ -122,6 +122,14 @@ class DemoSource:
     def state(self) -> SourceState:
         return SourceState.UP
 
+    @property
+    def reconnects(self) -> int:
+        return 0  # nothing to reconnect to
+
+    @property
+    def interest(self) -> None:
+        return None  # every ticker, always
+
     async def run(self, sink: Sink) -> None:
         sink.on_state(SourceState.UP)
         tick = max(0.01, min(0.1, 1.0 / self.rate))

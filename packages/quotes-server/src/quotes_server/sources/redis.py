@@ -6,7 +6,9 @@ A small state machine (see :class:`~quotes_server.sources.SourceState`):
 socket, timeout, a PING left unanswered) moves to ``RECONNECTING`` and the source
 reconnects with backoff; if that takes longer than the grace period the state
 becomes ``DOWN`` (the server closes clients with 1011 and answers handshakes with
-503) until a SUBSCRIBE is confirmed again.
+503) until a SUBSCRIBE is confirmed again. The state is the one-part case of the
+sharded source's :class:`~quotes_server.sources.health.HealthTable`, so the grace
+period is written once.
 
 The subscribed connection is read in bulk (:mod:`quotes_server.sources.resp`): an
 asyncio protocol feeds each chunk the socket hands over to hiredis's reply parser
@@ -32,6 +34,7 @@ from redis.exceptions import RedisError
 
 from quotes_core import Backoff
 from quotes_server.sources import Sink, SourceState
+from quotes_server.sources.health import HealthTable
 from quotes_server.sources.resp import (
     PING,
     RespProtocol,
@@ -82,6 +85,7 @@ class RedisSource:
         self.reconnects = 0
         """Successful re-subscriptions after a failure."""
         self._state = SourceState.CONNECTING
+        self._health = HealthTable(1, grace_period)
         self._address = _Address(url)
         self._sink: Sink | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -90,6 +94,10 @@ class RedisSource:
     @property
     def state(self) -> SourceState:
         return self._state
+
+    @property
+    def interest(self) -> None:
+        return None  # one channel: every ticker, always
 
     def _set_state(self, state: SourceState) -> None:
         if state is self._state:
@@ -118,7 +126,8 @@ class RedisSource:
                         self.reconnects += 1
                     self._cancel_grace()
                     self._backoff.reset()
-                    self._set_state(SourceState.UP)
+                    self._health.ever_up = True
+                    self._observe(up=True)
                     await self._watch(reader)
                 except (RedisError, OSError, TimeoutError, SubscriptionLost) as exc:
                     self._failed(exc)
@@ -133,19 +142,30 @@ class RedisSource:
         detail = f"{type(exc).__name__}: {exc}"
         if self._state is SourceState.UP:
             log.warning("redis subscription lost (%s); reconnecting", detail)
-            self._set_state(SourceState.RECONNECTING)
-            loop = asyncio.get_running_loop()
-            self._grace = loop.call_later(self.grace_period, self._grace_over)
         elif self._state is SourceState.CONNECTING:
             log.warning("redis unavailable at start-up (%s); retrying", detail)
-            self._set_state(SourceState.DOWN)
+            self._health.failed = True
         else:
             log.debug("redis still unavailable (%s)", detail)
+        self._observe(up=False)
+
+    def _observe(self, *, up: bool) -> None:
+        """The channel is subscribed (``up``) or not: the health table says the state."""
+        loop = asyncio.get_running_loop()
+        self._health.observe({0} if up else set(), loop.time())
+        deadline = self._health.next_deadline()
+        if deadline is not None and self._grace is None:
+            self._grace = loop.call_at(deadline, self._grace_over)
+        self._set_state(self._health.source_state())
 
     def _grace_over(self) -> None:
         self._grace = None
-        if self._state is SourceState.RECONNECTING:
-            self._set_state(SourceState.DOWN)
+        loop = asyncio.get_running_loop()
+        self._health.expire(loop.time())
+        deadline = self._health.next_deadline()
+        if deadline is not None:  # the loop may run a timer a clock tick early
+            self._grace = loop.call_at(deadline, self._grace_over)
+        self._set_state(self._health.source_state())
 
     def _cancel_grace(self) -> None:
         if self._grace is not None:

@@ -35,13 +35,11 @@ from quotes_server.sources.resp import (
     keep_alive,
     response_error,
 )
+from quotes_server.sources.topology import Address
 
 __all__ = ["Address", "LinkOwner", "ShardLink"]
 
 log = logging.getLogger("quotes_server.redis")
-
-Address = tuple[str, int]
-"""A Redis node's ``(host, port)``."""
 
 
 class LinkOwner(Protocol):

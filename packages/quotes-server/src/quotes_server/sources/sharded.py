@@ -45,7 +45,6 @@ source (:mod:`quotes_server.sources.shard_link`).
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import time
@@ -60,17 +59,15 @@ from redis.exceptions import MovedError, RedisError, ResponseError
 
 from quotes_core import DEFAULT_FLUSH_BUDGET, Backoff, ShardMap, TickerFilter
 from quotes_server.sources import ShardHealth, Sink, SourceState
-from quotes_server.sources.shard_link import Address, ShardLink
+from quotes_server.sources.health import HealthTable
+from quotes_server.sources.shard_link import ShardLink
+from quotes_server.sources.topology import Address, assignment, owners_from_slots, wanted_shards
 
 __all__ = ["Address", "ShardedRedisSource"]
 
 log = logging.getLogger("quotes_server.redis")
 
 _NOT_A_CLUSTER = "cluster support disabled"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class ShardedRedisSource:
@@ -128,11 +125,7 @@ class ShardedRedisSource:
         self._tickers: Set[str] = frozenset()
         self._wanted: frozenset[int] = frozenset()
         self._interest_handle: asyncio.Handle | None = None
-        self._lost_since: dict[int, float] = {}
-        self._down: set[int] = set(range(shards))
-        self._failed = False
-        self._ever_up = False
-        self._never_up: set[int] = set(range(shards))
+        self._health = HealthTable(shards, grace_period)
         self._state = SourceState.CONNECTING
         self._sink: Sink | None = None
         self._grace: asyncio.TimerHandle | None = None
@@ -147,9 +140,13 @@ class ShardedRedisSource:
         return self._state
 
     @property
+    def interest(self) -> ShardedRedisSource:
+        return self  # subscribes only to the shards clients want
+
+    @property
     def down_shards(self) -> frozenset[int]:
         """Shards down past the grace period (or never up)."""
-        return frozenset(self._down)
+        return self._health.down
 
     @property
     def subscribed_shards(self) -> frozenset[int]:
@@ -163,15 +160,15 @@ class ShardedRedisSource:
             "shards": self.map.shards,
             "healthy": sum(1 for s in shards if self._healthy(s)),
             "subscribed": sum(1 for s in shards if self._confirmed(s)),
-            "lost": sorted(self._lost_since),
-            "down": sorted(self._down),
+            "lost": sorted(self._health.lost),
+            "down": sorted(self._health.down),
         }
 
     def accepts(self, filter: TickerFilter) -> bool:
         """True when a client with ``filter`` may connect: none of its shards is down."""
         if not self._state.accepting:
             return False
-        return not (self.map.shards_of(filter.tickers) & self._down)
+        return not (self.map.shards_of(filter.tickers) & self._health.down)
 
     def set_interest(self, wants_all: bool, tickers: Set[str]) -> None:
         """
@@ -196,7 +193,7 @@ class ShardedRedisSource:
         needed = self.map.shards_of(filter.tickers)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
-        while not all(self._confirmed(s) or s in self._down for s in needed):
+        while not all(self._confirmed(s) or s in self._health.down for s in needed):
             remaining = deadline - loop.time()
             if remaining <= 0 or self._changed is None:
                 return False
@@ -223,13 +220,13 @@ class ShardedRedisSource:
                     log.warning(
                         "redis cluster topology unavailable (%s: %s)", type(exc).__name__, exc
                     )
-                    self._failed = True
+                    self._health.failed = True
                     self._recompute()
                 else:
                     self._set_owners(owners)
                     backoff.reset()
                 wait: float | None = None
-                if self._lost_since or self._down or not self._owners:
+                if not self._health.settled or not self._owners:
                     wait = backoff.next_delay()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._refresh.wait(), wait)
@@ -284,24 +281,7 @@ class ShardedRedisSource:
         raise error
 
     def _owners_from(self, reply: list[Any], asked: Address) -> dict[int, Address]:
-        ranges: list[tuple[int, int, Address]] = []
-        known: list[Address] = [self._seed]
-        for entry in reply:
-            first, last, master, *replicas = entry
-            for node in (master, *replicas):
-                host = _text(node[0]) or asked[0]
-                addr = (host, int(node[1]))
-                if addr not in known:
-                    known.append(addr)
-            ranges.append((int(first), int(last), (_text(master[0]) or asked[0], int(master[1]))))
-        ranges.sort()
-        starts = [r[0] for r in ranges]
-        self._known = known
-        owners: dict[int, Address] = {}
-        for shard, slot in enumerate(self.map.slots):
-            i = bisect.bisect_right(starts, slot) - 1
-            if i >= 0 and ranges[i][0] <= slot <= ranges[i][1]:
-                owners[shard] = ranges[i][2]
+        owners, self._known = owners_from_slots(self.map, reply, asked, self._seed)
         return owners
 
     def _set_owners(self, owners: dict[int, Address]) -> None:
@@ -346,22 +326,15 @@ class ShardedRedisSource:
 
     def _apply_interest(self) -> None:
         self._interest_handle = None
-        if self._wants_all:
-            wanted = frozenset(range(self.map.shards))
-        else:
-            wanted = self.map.shards_of(self._tickers)
+        wanted = wanted_shards(self.map, self._wants_all, self._tickers)
         if wanted != self._wanted:
             self._wanted = wanted
             self._assign()
 
     def _assign(self) -> None:
-        by_node: dict[Address, set[str]] = {a: set() for a in self._links}
-        for shard in self._wanted:
-            owner = self._owners.get(shard)
-            if owner in by_node:
-                by_node[owner].add(self.map.channels[shard])
-        for address, channels in by_node.items():
-            self._links[address].set_wanted(frozenset(channels))
+        links = self._links
+        for address, channels in assignment(self.map, self._wanted, self._owners, links).items():
+            links[address].set_wanted(channels)
 
     def _confirmed(self, shard: int) -> bool:
         owner = self._owners.get(shard)
@@ -385,14 +358,14 @@ class ShardedRedisSource:
 
     def link_changed(self, link: ShardLink, exc: BaseException | None) -> None:
         if link.up:
-            self._ever_up = True
+            self._health.ever_up = True
         if exc is not None:
             detail = f"{type(exc).__name__}: {exc}"
             if link.was_up:
                 log.warning("redis %s:%s lost (%s); reconnecting", *link.address, detail)
             else:
                 log.warning("redis %s:%s unavailable (%s); retrying", *link.address, detail)
-                self._failed = True
+                self._health.failed = True
             if self._refresh is not None:
                 self._refresh.set()  # a failover may have promoted a replica
         if self._links.get(link.address) is link:
@@ -423,13 +396,7 @@ class ShardedRedisSource:
 
     def _recompute(self) -> None:
         now = time.monotonic()
-        for shard in range(self.map.shards):
-            if self._healthy(shard):
-                self._never_up.discard(shard)
-                self._lost_since.pop(shard, None)
-                self._down.discard(shard)
-            elif shard not in self._down:
-                self._lost_since.setdefault(shard, now)
+        self._health.observe({s for s in range(self.map.shards) if self._healthy(s)}, now)
         self._schedule_grace(now)
         self._update_state()
 
@@ -437,46 +404,38 @@ class ShardedRedisSource:
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
-        if self._lost_since:
-            due = min(self._lost_since.values()) + self.grace_period - now
-            self._grace = asyncio.get_running_loop().call_later(max(0.0, due), self._grace_over)
+        deadline = self._health.next_deadline()
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._grace = loop.call_later(max(0.0, deadline - now), self._grace_over)
 
     def _grace_over(self) -> None:
         self._grace = None
         now = time.monotonic()
-        expired = {s for s, t in self._lost_since.items() if now - t >= self.grace_period}
-        for shard in expired:
-            del self._lost_since[shard]
+        health = self._health
+        expired = health.expire(now)
         if expired:
-            self._down |= expired
             log.error(
                 "redis shard(s) %s down past the %.1fs grace period",
                 sorted(expired),
                 self.grace_period,
             )
-            close = getattr(self._sink, "close_affected", None)
-            if callable(close) and len(self._down) < self.map.shards:
-                down = frozenset(self._down)
+            down = health.down
+            sink = self._sink
+            if sink is not None and len(down) < self.map.shards:
                 shards_of = self.map.shards_of
 
                 def affected(f: TickerFilter) -> bool:
                     return bool(shards_of(f.tickers) & down)
 
-                close(affected)
+                sink.close_affected(affected)
         self._schedule_grace(now)
         self._update_state()
 
     def _update_state(self) -> None:
         shards = self.map.shards
-        if self._never_up and not self._failed:
-            state = SourceState.CONNECTING  # start-up: until every shard was up once
-        elif len(self._down) == shards:
-            failed = self._failed or self._ever_up
-            state = SourceState.DOWN if failed else SourceState.CONNECTING
-        elif self._down or self._lost_since:
-            state = SourceState.RECONNECTING
-        else:
-            state = SourceState.UP
+        health = self._health
+        state = health.source_state()
         if state is self._state:
             return
         log.log(
@@ -484,7 +443,7 @@ class ShardedRedisSource:
             "redis sharded source %s -> %s (%d/%d shard(s) healthy)",
             self._state.value,
             state.value,
-            shards - len(self._down) - len(self._lost_since),
+            shards - len(health.down) - len(health.lost),
             shards,
         )
         self._state = state
