@@ -8,7 +8,7 @@ SYNC := --locked --all-packages --all-groups
 export UV_PYTHON_DOWNLOADS := never
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run test lint typecheck docs docs-serve schema bench soak-plot screenshot dashboard-fps ci sync clean
+.PHONY: run test lint typecheck docs docs-serve asyncapi asyncapi-check schema bench soak-plot screenshot dashboard-fps ci sync clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -37,6 +37,15 @@ docs: sync
 
 docs-serve: sync
 	$(UV) run $(SYNC) mkdocs serve
+
+## The stream's AsyncAPI 3.0 document and its docs page, generated from the code.
+asyncapi: sync
+	$(UV) run $(SYNC) python -m quotes_server.asyncapi --docs docs
+
+## Validate docs/asyncapi.json with the official parser (@asyncapi/parser, from the lock file).
+asyncapi-check:
+	cd scripts/asyncapi && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	node scripts/asyncapi/validate.mjs docs/asyncapi.json
 
 ## Regenerate docs/quote.schema.json from the Quote model.
 schema: sync

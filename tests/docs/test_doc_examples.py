@@ -71,7 +71,8 @@ def test_json_quote_examples_are_canonical() -> None:
     quotes = [
         (where, code.strip())
         for where, code in blocks("json")
-        if not code.startswith("--8<--") and '"ticker"' in code
+        # a JSON Schema (the AsyncAPI page) describes quotes; it is not one
+        if not code.startswith("--8<--") and '"ticker"' in code and '"properties"' not in code
     ]
     assert quotes
     for where, text in quotes:

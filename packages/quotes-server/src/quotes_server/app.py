@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from quotes_core.query import (
 )
 from quotes_server import __version__
 from quotes_server.addresses import address_key
+from quotes_server.asyncapi import asyncapi_document
 from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
 from quotes_server.connection import CloseCode, Connection
 from quotes_server.dashboard import add_dashboard
@@ -357,11 +359,28 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         """Liveness: the process answers."""
         return HEALTH
 
+    document = asyncapi_document(f"{settings.host}:{settings.port}")
+
+    @app.get("/asyncapi.json")
+    async def asyncapi(request: Request) -> JSONResponse:
+        """The stream's AsyncAPI 3.0 document, with this server as its ``ws`` server."""
+        host = request.headers.get("host", "")
+        if not _HOST_HEADER.fullmatch(host):
+            return JSONResponse(document)
+        servers = {"local": {**document["servers"]["local"], "host": host}}
+        return JSONResponse({**document, "servers": servers})
+
     if internal is None:
         app.router.routes.extend(operator_routes)
 
     add_dashboard(app)
     return app
+
+
+_HOST_HEADER = re.compile(
+    r"[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?"
+)
+"""A ``Host`` header that may name the server in the served AsyncAPI document."""
 
 
 async def _health(_request: Request) -> JSONResponse:
