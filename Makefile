@@ -36,7 +36,7 @@ docs: sync
 	$(UV) run $(SYNC) mkdocs build --strict
 
 docs-serve: sync
-	$(UV) run $(SYNC) mkdocs serve
+	$(UV) run $(SYNC) mkdocs serve -a 127.0.0.1:8001
 
 ## The stream's AsyncAPI 3.0 document and its docs page, generated from the code.
 asyncapi: sync

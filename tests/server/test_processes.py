@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,3 +146,49 @@ def test_server_cli_help_lists_env_vars() -> None:
     assert out.returncode == 0
     for env in ("QUOTES_REDIS_URL", "QUOTES_CHANNEL", "QUOTES_CORS_ORIGINS", "QUOTES_WORKERS"):
         assert env in out.stdout
+
+
+def test_server_cli_help_states_each_default_as_the_settings_have_it() -> None:
+    """Every option's help says its default, and says the one ``Settings`` applies."""
+    from quotes_server.__main__ import _OPTIONS
+    from quotes_server.settings import Settings
+
+    def shown(value: object) -> str:
+        if isinstance(value, bool):
+            return str(value).lower()
+        if isinstance(value, float):
+            return f"{value:g}"
+        if isinstance(value, list):
+            return ",".join(map(str, value)) or "none"
+        return str(value)
+
+    for name, (_env, help_text) in _OPTIONS.items():
+        match = re.search(r"\(default ([^;:)]*)", help_text)
+        assert match is not None, f"--{name} does not state its default"
+        default = Settings.model_fields[name].default
+        if default is not None:
+            assert match.group(1) == shown(default), name
+
+
+def test_quotes_publish_help_shows_defaults_and_reads_the_server_env(
+    redis_server: RedisServer,
+) -> None:
+    """--help shows every default; QUOTES_REDIS_URL and QUOTES_CHANNEL are its defaults."""
+    env = {**os.environ, "QUOTES_REDIS_URL": redis_server.url, "QUOTES_CHANNEL": "from.env"}
+    out = subprocess.run(
+        python_module("quotes_server.publish", "--help"), capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0
+    help_text = " ".join(out.stdout.split())
+    for shown in ("(default: from.env)", "(default: 200.0)", "(default: single)"):
+        assert shown in help_text
+    assert redis_server.url in help_text
+    out = subprocess.run(
+        python_module("quotes_server.publish", "--count", "3", "--rate", "1000"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "published 3 message(s) to 'from.env'" in out.stderr

@@ -29,7 +29,10 @@ __all__ = ["build_parser", "main"]
 _OPTIONS: dict[str, tuple[str, str]] = {
     "host": ("QUOTES_HOST", "interface to listen on (default 127.0.0.1)"),
     "port": ("QUOTES_PORT", "TCP port (default 8000)"),
-    "redis_url": ("QUOTES_REDIS_URL", "Redis URL to subscribe to; omit for the built-in demo feed"),
+    "redis_url": (
+        "QUOTES_REDIS_URL",
+        "Redis URL to subscribe to (default none: the built-in demo feed)",
+    ),
     "channel": (
         "QUOTES_CHANNEL",
         "Redis Pub/Sub channel, the shard channels' prefix when sharded (default quotes.realtime)",
@@ -115,11 +118,12 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     ),
     "auth_tokens_file": (
         "QUOTES_AUTH_TOKENS_FILE",
-        "file of static tokens (turns auth on; secrets: QUOTES_AUTH_TOKENS, QUOTES_JWT_SECRET)",
+        "file of static tokens, turns auth on (default none; secrets: QUOTES_AUTH_TOKENS, "
+        "QUOTES_JWT_SECRET)",
     ),
     "jwt_public_key_file": (
         "QUOTES_JWT_PUBLIC_KEY_FILE",
-        "PEM public key of RS256 JWTs (turns auth on)",
+        "PEM public key of RS256 JWTs, turns auth on (default none)",
     ),
     "internal_port": (
         "QUOTES_INTERNAL_PORT",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -124,16 +125,33 @@ def publish_synthetic(
     return sent
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default, except where there is none (the help says why)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="quotes-publish",
-        description="Publish synthetic quotes (or stdin lines) to a Redis Pub/Sub channel.",
+        description="Publish synthetic quotes (or stdin lines) to a Redis Pub/Sub channel. "
+        "--redis-url and --channel default to the server's QUOTES_REDIS_URL and "
+        "QUOTES_CHANNEL when they are set.",
+        formatter_class=_DefaultsShown,
     )
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis URL")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("QUOTES_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        help="Redis URL [QUOTES_REDIS_URL]",
+    )
     parser.add_argument(
         "--channel",
-        default="quotes.realtime",
-        help="Pub/Sub channel (the shard channels' prefix with --upstream sharded)",
+        default=os.environ.get("QUOTES_CHANNEL") or "quotes.realtime",
+        help="Pub/Sub channel (the shard channels' prefix with --upstream sharded) "
+        "[QUOTES_CHANNEL]",
     )
     parser.add_argument(
         "--upstream",
@@ -146,13 +164,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--shards",
         type=int,
         default=DEFAULT_SHARDS,
-        help=f"shard channels with --upstream sharded (default {DEFAULT_SHARDS})",
+        help="shard channels with --upstream sharded",
     )
     parser.add_argument("--rate", type=float, default=200.0, help="quotes per second")
     parser.add_argument("--tickers", type=int, default=300, help="how many symbols")
-    parser.add_argument("--duration", type=float, help="stop after this many seconds")
-    parser.add_argument("--count", type=int, help="stop after this many quotes")
-    parser.add_argument("--seed", type=int, help="seed of the random walk")
+    parser.add_argument(
+        "--duration", type=float, help="stop after this many seconds (default: never)"
+    )
+    parser.add_argument("--count", type=int, help="stop after this many quotes (default: never)")
+    parser.add_argument("--seed", type=int, help="seed of the random walk (default: random)")
     parser.add_argument(
         "--stdin", action="store_true", help="publish each line of stdin verbatim instead"
     )
