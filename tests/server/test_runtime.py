@@ -8,7 +8,9 @@ these pin each module's part and run in milliseconds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import weakref
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -221,3 +223,21 @@ async def test_max_hz_held_quotes_go_out_when_the_session_timer_fires() -> None:
         session = conn.session
         assert session is not None
         assert session.subscriber.next_due() is None  # nothing held: no timer
+
+
+async def test_a_closed_connection_is_freed_at_once_not_by_the_cycle_collector() -> None:
+    """No reference cycle keeps an ended connection (its tasks' tracebacks would)."""
+    gc.disable()
+    try:
+        async with running() as h:
+            conn, sock = h.connect("AAPL", StreamOptions(seq=True))
+            alive = weakref.ref(conn)
+            h.publish("AAPL", 1)
+            await sock.wait(lambda: len(sock.texts) == 1)
+            sock.inbox.put_nowait({"type": "websocket.disconnect", "code": 1000})
+            assert await h.tasks.pop() == 1000
+            h.runtime.remove(conn)
+            del conn
+            assert alive() is None
+    finally:
+        gc.enable()

@@ -225,6 +225,10 @@ class Connection:
             if self._closing is not None:
                 await asyncio.gather(self._closing, return_exceptions=True)
             self._account_conflated()
+            # A finished task keeps its exception, whose traceback keeps the frame that
+            # refers to this connection: drop the tasks, so no reference cycle is left
+            # and the connection is freed when it ends, not at the next full GC.
+            self._writer = self._closing = None
         return self.close_code if self.close_code is not None else peer_code
 
     def _client_message(self, message: dict[str, Any]) -> None:
