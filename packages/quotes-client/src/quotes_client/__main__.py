@@ -129,10 +129,13 @@ async def _stream(client: QuotesClient, fmt: str, out: TextIO) -> int:
     loop = asyncio.get_running_loop()
     closing: list[asyncio.Task[None]] = []
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
-        # SIGTERM (docker stop, kill) closes cleanly, like Ctrl-C
-        loop.add_signal_handler(
-            signal.SIGTERM, lambda: closing.append(loop.create_task(client.aclose()))
-        )
+        # Ctrl-C and SIGTERM (docker stop, kill) close cleanly with 1000. Both are
+        # handled here, not left to Python's default: a program started from a
+        # background job inherits SIGINT ignored, and would never stop on Ctrl-C.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(
+                signum, lambda: closing.append(loop.create_task(client.aclose()))
+            )
     try:
         async with client:
             async for quote in client:
