@@ -164,11 +164,6 @@ class Subscriber(Generic[P]):
         """True when :meth:`take` may have something to hand out."""
         return bool(self._out) or self.due or self.sub.pending > 0
 
-    @property
-    def queue_empty(self) -> bool:
-        """True when nothing waits outside the hub (the hub's buffer may hold quotes)."""
-        return not self._out
-
     def control(self, text: str, now: float) -> None:
         """Queue a control frame, after everything already pending (hub included)."""
         self.flush_pending(now)
