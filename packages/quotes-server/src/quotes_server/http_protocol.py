@@ -142,6 +142,10 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         scope: Any = getattr(self.transport.get_protocol(), "scope", None)
         if isinstance(scope, dict):
             scope.setdefault("extensions", {})[SERVED_BY_EXTENSION] = self._served_by
+        # this protocol is done: the WebSocket protocol owns the transport now. Its
+        # parser holds it (as the callbacks' target) and it holds the parser, a cycle
+        # uvicorn breaks only in connection_lost, which now goes to the WebSocket.
+        self.parser = None  # type: ignore[assignment]
 
     def shutdown(self) -> None:
         if self._held is not None:

@@ -325,3 +325,23 @@ class QuotesWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_timer.cancel()
             self.close_timer = None
         super().connection_lost(exc)
+        # The scope's extensions hold bound methods of this protocol, and the protocol
+        # holds the scope: a cycle that left every closed connection (protocol, parser,
+        # buffers) to the cyclic collector. Both answer False from here on anyway. The
+        # same for the parser's error (1002, 1007, 1009): its traceback holds the parser.
+        self.conn.parser_exc = None
+        extensions = getattr(self, "scope", {}).get("extensions", {})
+        inbound: InboundExtension | None = extensions.get(INBOUND_EXTENSION)
+        if inbound is not None:
+            inbound["charge"] = _closed_charge
+        frames: FramesExtension | None = extensions.get(FRAMES_EXTENSION)
+        if frames is not None:
+            frames["write"] = _closed_write
+
+
+def _closed_charge(_weight: int) -> bool:
+    return False
+
+
+def _closed_write(_data: bytes) -> bool:
+    return False

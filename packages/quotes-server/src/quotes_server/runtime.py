@@ -354,15 +354,19 @@ class Runtime:
         interval = min(1.0, timeout / 4)
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for conn in list(self.connections.values()):
-                if conn.close_code is None and conn.stalled(now, timeout):
-                    log.warning(
-                        "client %s made no progress for %.1fs with %d quote(s) pending: "
-                        "closing with 1013",
-                        conn.client_id,
-                        timeout,
-                        conn.sub.pending,
-                    )
-                    self.metrics.slow_closes.inc()
-                    conn.close(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
+            # in a function of its own: a loop variable here would keep the last
+            # connection seen alive (with its protocol) for as long as the watchdog sleeps
+            self._close_stalled(time.monotonic(), timeout)
+
+    def _close_stalled(self, now: float, timeout: float) -> None:
+        for conn in list(self.connections.values()):
+            if conn.close_code is None and conn.stalled(now, timeout):
+                log.warning(
+                    "client %s made no progress for %.1fs with %d quote(s) pending: "
+                    "closing with 1013",
+                    conn.client_id,
+                    timeout,
+                    conn.sub.pending,
+                )
+                self.metrics.slow_closes.inc()
+                conn.close(CloseCode.TRY_AGAIN_LATER, SLOW_CONSUMER_REASON)
