@@ -20,7 +20,6 @@ and answers client messages through it, and moves the frames it gives to sockets
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -52,6 +51,7 @@ from quotes_server.rounds import WriteRounds
 from quotes_server.session import Session
 from quotes_server.settings import Settings
 from quotes_server.sources import QuoteSource, SourceState
+from quotes_server.tasks import cancel_and_wait
 
 __all__ = ["Runtime"]
 
@@ -332,12 +332,8 @@ class Runtime:
 
     async def stop(self) -> None:
         self.close_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        tasks, self._tasks = self._tasks, []
+        await cancel_and_wait(tasks)
 
     async def _run_source(self) -> None:
         while True:

@@ -36,6 +36,7 @@ from quotes_server.sources.resp import (
     response_error,
 )
 from quotes_server.sources.topology import Address
+from quotes_server.tasks import cancel_and_wait
 
 __all__ = ["Address", "LinkOwner", "ShardLink"]
 
@@ -164,12 +165,12 @@ class ShardLink:
                 src.link_changed(self, exc)
             finally:
                 self._reset()
-                if writer is not None:
-                    writer.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await writer
                 if conn is not None:
                     conn.close()
+                if writer is not None:
+                    # not suppress(CancelledError) around `await writer`: that would also
+                    # swallow this task's own cancellation, and the link would reconnect
+                    await cancel_and_wait([writer])
             await asyncio.sleep(backoff.next_delay())
 
     def _reset(self) -> None:

@@ -62,6 +62,7 @@ from quotes_server.sources import ShardHealth, Sink, SourceState
 from quotes_server.sources.health import HealthTable
 from quotes_server.sources.shard_link import ShardLink
 from quotes_server.sources.topology import Address, assignment, owners_from_slots, wanted_shards
+from quotes_server.tasks import cancel_and_wait
 
 __all__ = ["Address", "ShardedRedisSource"]
 
@@ -316,13 +317,7 @@ class ShardedRedisSource:
             self.link_changed(link, None)
 
     async def _stop_links(self, links: list[ShardLink]) -> None:
-        for link in links:
-            if link.task is not None:
-                link.task.cancel()
-        for link in links:
-            if link.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await link.task
+        await cancel_and_wait(link.task for link in links if link.task is not None)
 
     def _apply_interest(self) -> None:
         self._interest_handle = None
