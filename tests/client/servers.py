@@ -14,7 +14,6 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -26,6 +25,7 @@ from websockets.http11 import Request, Response
 from quotes_client import QuotesClient
 from quotes_core import Quote
 from tests.helpers.processes import eventually as poll_until
+from tests.helpers.processes import resp
 
 Handler = Callable[[ServerConnection, int], Awaitable[None]]
 """A scripted connection: ``(websocket, index)`` where index counts from 0."""
@@ -33,41 +33,10 @@ Handler = Callable[[ServerConnection, int], Awaitable[None]]
 Rejection = tuple[int, str] | tuple[int, str, dict[str, str]]
 """An HTTP answer to the handshake: status, body and optional headers."""
 
-BASE_TIME = datetime(2026, 2, 12, 10, 30, tzinfo=UTC)
 
-
-def make_quote(ticker: str = "AAPL", seq: int = 0, ts: datetime | None = None) -> Quote:
-    """A valid quote whose ``volume`` carries a sequence number."""
-    return Quote(
-        ticker=ticker,
-        timestamp=ts or BASE_TIME + timedelta(microseconds=seq),
-        open=150.25,
-        high=151.1,
-        low=150.05,
-        close=150.9 + seq / 100,
-        volume=seq,
-        bid=150.88,
-        ask=150.92,
-    )
-
-
-def payload(ticker: str = "AAPL", seq: int = 0, ts: datetime | None = None) -> str:
-    """The canonical JSON text of :func:`make_quote`."""
-    return make_quote(ticker, seq, ts).to_json()
-
-
-def fast_payload(seq: int, ticker: str = "AAPL", pad: int = 0) -> str:
-    """
-    A valid quote built without pydantic (for thousands of messages).
-
-    ``pad`` adds that many incompressible characters in a field the schema ignores
-    (random, so per-message compression cannot shrink them).
-    """
-    extra = f',"pad":"{os.urandom(pad // 2 + 1).hex()[:pad]}"' if pad else ""
-    return (
-        f'{{"ticker":"{ticker}","timestamp":"2026-02-12T10:30:00.000000Z","open":1.0,'
-        f'"high":1.0,"low":1.0,"close":1.0,"volume":{seq}{extra}}}'
-    )
+def noise(n: int) -> str:
+    """``n`` random hex characters: a field no per-message compression can shrink."""
+    return os.urandom(n // 2 + 1).hex()[:n]
 
 
 async def hold_open(ws: ServerConnection, index: int) -> None:
@@ -222,17 +191,10 @@ class SilentTcpServer:
 
 def publish_many(port: int, channel: str, messages: Iterable[str | bytes]) -> int:
     """``PUBLISH`` many messages to a Redis on ``port`` in one pipelined connection."""
-    chan = channel.encode()
-    count = 0
     buf = bytearray()
+    count = 0
     for message in messages:
-        data = message.encode() if isinstance(message, str) else message
-        buf += b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-            len(chan),
-            chan,
-            len(data),
-            data,
-        )
+        buf += resp("PUBLISH", channel, message)
         count += 1
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(bytes(buf))

@@ -10,15 +10,8 @@ import anyio
 import pytest
 
 from quotes_client.__main__ import format_quote
-from tests.client.servers import (
-    StreamServer,
-    eventually,
-    make_quote,
-    payload,
-    read_lines,
-    send_then_hold,
-    stderr_of,
-)
+from quotes_core.testing import make_quote, quote_payload
+from tests.client.servers import StreamServer, eventually, read_lines, send_then_hold, stderr_of
 from tests.helpers.processes import free_port
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +23,7 @@ def cli(*args: str) -> list[str]:
 
 async def test_cli_prints_quotes_and_exits_0_on_ctrl_c() -> None:
     """Text lines show ticker, close, timestamp and latency; SIGINT ends it with status 0."""
-    handler = send_then_hold(payload("AAPL", 0), payload("MSFT", 1))
+    handler = send_then_hold(quote_payload("AAPL", 0), quote_payload("MSFT", 1))
     async with StreamServer(handler) as server:
         process = await anyio.open_process(cli(server.url(), "--tickers", "aapl", "msft"))
         async with process:
@@ -48,7 +41,7 @@ async def test_cli_prints_quotes_and_exits_0_on_ctrl_c() -> None:
 
 async def test_cli_closes_cleanly_on_sigterm() -> None:
     """SIGTERM closes the connection with 1000 and exits with status 0."""
-    async with StreamServer(send_then_hold(payload())) as server:
+    async with StreamServer(send_then_hold(quote_payload())) as server:
         process = await anyio.open_process(cli(server.url(), "-q"))
         async with process:
             await read_lines(process, 1)
@@ -62,7 +55,7 @@ async def test_cli_closes_cleanly_on_sigterm() -> None:
 
 async def test_cli_json_format_is_the_quote_plus_latency() -> None:
     """``--format json`` prints the canonical quote with a ``latency_ms`` field."""
-    async with StreamServer(send_then_hold(payload("AAPL", 5))) as server:
+    async with StreamServer(send_then_hold(quote_payload("AAPL", 5))) as server:
         process = await anyio.open_process(cli(server.url(), "--format", "json", "-q"))
         async with process:
             (line,) = await read_lines(process, 1)

@@ -24,8 +24,9 @@ from websockets.asyncio.client import ClientConnection
 
 from quotes_client.testing import ScriptedServer
 from quotes_core import parse_quote
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import open_ws
 
 pytestmark = pytest.mark.anyio
@@ -75,7 +76,9 @@ async def _client(target: Target, query: str) -> AsyncIterator[ClientConnection]
         yield ws
 
 
-QUOTES = [quote_bytes(t, i) for i, t in enumerate(["AAPL", "MSFT", "GOOG", "AAPL", "TSLA"] * 4)]
+QUOTES = [
+    upstream_message(t, i) for i, t in enumerate(["AAPL", "MSFT", "GOOG", "AAPL", "TSLA"] * 4)
+]
 
 
 async def plain_and_filters(t: Target) -> None:

@@ -11,7 +11,7 @@ from quotes_client import ActionRejected, FilterChanged, Gap, Recovered, ServerE
 from quotes_client.engine import Answer, ClientEngine
 from quotes_client.protocol import ProtocolOptions
 from quotes_core import Quote, TickerFilter, encode_quote, with_position
-from tests.client.servers import make_quote
+from quotes_core.testing import make_quote
 
 URL = "ws://127.0.0.1:1/ws/quotes"
 

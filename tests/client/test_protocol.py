@@ -21,7 +21,7 @@ from quotes_client.protocol import (
 )
 from quotes_client.urls import with_params
 from quotes_core import InvalidQuote, InvalidTickers, TickerFilter
-from tests.client.servers import make_quote, payload
+from quotes_core.testing import make_quote, quote_payload
 
 
 def f(*symbols: str) -> TickerFilter:
@@ -34,32 +34,32 @@ def with_position(text: str, seq: int, epoch: str) -> str:
 
 def test_a_plain_quote_frame_decodes_as_before() -> None:
     """A canonical quote is one WireQuote without a position."""
-    assert decode_frame(payload("AAPL", 3).encode()) == [WireQuote(make_quote("AAPL", 3))]
+    assert decode_frame(quote_payload("AAPL", 3).encode()) == [WireQuote(make_quote("AAPL", 3))]
 
 
 def test_seq_and_epoch_are_read_only_when_asked() -> None:
     """With with_seq the position comes along; the quote itself is the contract's."""
-    raw = with_position(payload("MSFT", 4), 17, "e1").encode()
+    raw = with_position(quote_payload("MSFT", 4), 17, "e1").encode()
     assert decode_frame(raw, with_seq=True) == [WireQuote(make_quote("MSFT", 4), 17, "e1")]
     assert decode_frame(raw) == [WireQuote(make_quote("MSFT", 4))]
 
 
 def test_a_garbled_position_keeps_the_quote() -> None:
     """A seq that is not an integer loses the position, not the quote."""
-    raw = payload("AAPL", 1)[:-1] + ',"seq":"x","epoch":"e"}'
+    raw = quote_payload("AAPL", 1)[:-1] + ',"seq":"x","epoch":"e"}'
     assert decode_frame(raw.encode(), with_seq=True) == [WireQuote(make_quote("AAPL", 1))]
 
 
 def test_batches_unpack_in_order_with_positions() -> None:
     """batch=1 arrays become one item per quote, in the array's order."""
-    raw = "[" + ",".join(with_position(payload("AAPL", i), i, "e") for i in range(3)) + "]"
+    raw = "[" + ",".join(with_position(quote_payload("AAPL", i), i, "e") for i in range(3)) + "]"
     items = decode_frame(raw.encode(), with_seq=True, batch=True)
     assert items == [WireQuote(make_quote("AAPL", i), i, "e") for i in range(3)]
 
 
 def test_a_bad_element_of_a_batch_is_skipped_alone() -> None:
     """One invalid element is one InvalidQuote; its neighbours still arrive."""
-    raw = f'[{payload("AAPL", 1)},{{"ticker":"AAPL"}},{payload("AAPL", 2)}]'
+    raw = f'[{quote_payload("AAPL", 1)},{{"ticker":"AAPL"}},{quote_payload("AAPL", 2)}]'
     items = decode_frame(raw.encode(), batch=True)
     assert items[0] == WireQuote(make_quote("AAPL", 1))
     assert isinstance(items[1], InvalidQuote)
@@ -69,7 +69,7 @@ def test_a_bad_element_of_a_batch_is_skipped_alone() -> None:
 
 def test_an_array_without_batch_is_one_invalid_message() -> None:
     """Without batch=1 the contract's stream has no arrays: one invalid message."""
-    items = decode_frame(f"[{payload()}]".encode())
+    items = decode_frame(f"[{quote_payload()}]".encode())
     assert len(items) == 1
     assert isinstance(items[0], InvalidQuote)
 

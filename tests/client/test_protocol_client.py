@@ -22,15 +22,8 @@ from quotes_client import (
     ServerError,
 )
 from quotes_core import TickerFilter
-from tests.client.servers import (
-    RecordingSleep,
-    StreamServer,
-    events_of,
-    eventually,
-    make_quote,
-    payload,
-    take,
-)
+from quotes_core.testing import make_quote, quote_payload
+from tests.client.servers import RecordingSleep, StreamServer, events_of, eventually, take
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +33,7 @@ def query_of(path: str) -> dict[str, list[str]]:
 
 
 def seq_frame(ticker: str, n: int, epoch: str = "e1") -> str:
-    return f'{payload(ticker, n)[:-1]},"seq":{n},"epoch":"{epoch}"}}'
+    return f'{quote_payload(ticker, n)[:-1]},"seq":{n},"epoch":"{epoch}"}}'
 
 
 async def test_options_are_asked_in_the_url_and_absent_by_default() -> None:
@@ -71,8 +64,8 @@ async def test_batches_are_unpacked_transparently() -> None:
     """Arrays of quotes come out one quote at a time, in order, with stats per quote."""
 
     async def handler(ws: ServerConnection, index: int) -> None:
-        await ws.send("[" + ",".join(payload("AAPL", i) for i in range(3)) + "]")
-        await ws.send(f"[{payload('MSFT', 3)}]")
+        await ws.send("[" + ",".join(quote_payload("AAPL", i) for i in range(3)) + "]")
+        await ws.send(f"[{quote_payload('MSFT', 3)}]")
         await ws.wait_closed()
 
     async with StreamServer(handler) as server, QuotesClient(server.url(), batch=True) as client:
@@ -90,10 +83,10 @@ async def test_subscribe_waits_for_the_reply_and_reconnects_with_the_new_filter(
         if index == 0:
             actions.append(json.loads(await ws.recv()))
             await ws.send('{"event":"subscribed","tickers":["AAPL","MSFT"]}')
-            await ws.send(payload("MSFT", 1))
+            await ws.send(quote_payload("MSFT", 1))
             await ws.close(1011, "Internal server error")
             return
-        await ws.send(payload("MSFT", 2))
+        await ws.send(quote_payload("MSFT", 2))
         await ws.wait_closed()
 
     seen: list[ConnectionEvent] = []
@@ -118,7 +111,7 @@ async def test_a_refused_change_raises_and_the_stream_goes_on() -> None:
     async def handler(ws: ServerConnection, index: int) -> None:
         await ws.recv()
         await ws.send('{"event":"error","code":"forbidden","message":"not in your grant"}')
-        await ws.send(payload("AAPL", 7))
+        await ws.send(quote_payload("AAPL", 7))
         await ws.wait_closed()
 
     seen: list[ConnectionEvent] = []
@@ -248,7 +241,7 @@ async def test_control_frames_are_not_counted_as_invalid() -> None:
 
     async def handler(ws: ServerConnection, index: int) -> None:
         await ws.send('{"event":"something_new","x":1}')
-        await ws.send(payload("AAPL", 1))
+        await ws.send(quote_payload("AAPL", 1))
         await ws.wait_closed()
 
     async with StreamServer(handler) as server, QuotesClient(server.url()) as client:

@@ -7,9 +7,10 @@ import pytest
 
 from quotes_client import Backoff, ConnectionEvent, QuotesClient, Recovered
 from quotes_core import TickerFilter
+from quotes_core.testing import upstream_message
 from tests.client.servers import RecordingSleep, events_of, take
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 
 pytestmark = pytest.mark.anyio
 
@@ -41,13 +42,19 @@ async def test_resume_after_a_tcp_drop_yields_exactly_the_missed_quotes(
     async with client:
         with anyio.fail_after(10):
             await client.wait_connected()
-        redis_server.publish_many(CHANNEL, [quote_bytes("AAPL", 1), quote_bytes("MSFT", 2)])
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("AAPL", 1), upstream_message("MSFT", 2)]
+        )
         assert [q.volume for q in await take(client, 2)] == [1, 2]
         assert client._ws is not None
         client._ws.transport.abort()  # the client's TCP connection drops
         await gated_sleep.wait_calls(1)
         wait_until(lambda: server.metric("quotes_ws_connections") == 0, what="the drop")
-        missed = [quote_bytes("AAPL", 3), quote_bytes("GOOGL", 4), quote_bytes("MSFT", 5)]
+        missed = [
+            upstream_message("AAPL", 3),
+            upstream_message("GOOGL", 4),
+            upstream_message("MSFT", 5),
+        ]
         publish_and_wait(redis_server, server, missed)
         gated_sleep.release()
         assert [q.volume for q in await take(client, 2)] == [3, 5]
@@ -68,7 +75,9 @@ async def test_live_subscribe_is_kept_across_a_server_restart(
         with anyio.fail_after(10):
             await client.wait_connected()
         assert await client.subscribe(["msft"]) == TickerFilter.of(["AAPL", "MSFT"])
-        redis_server.publish_many(CHANNEL, [quote_bytes("GOOGL", 1), quote_bytes("MSFT", 2)])
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("GOOGL", 1), upstream_message("MSFT", 2)]
+        )
         assert [q.volume for q in await take(client, 1)] == [2]
         port = first.port
         first.stop()
@@ -78,5 +87,7 @@ async def test_live_subscribe_is_kept_across_a_server_restart(
         with anyio.fail_after(10):
             await client.wait_connected()
         wait_until(lambda: second.metric("quotes_ws_connections") == 1, what="reconnect")
-        redis_server.publish_many(CHANNEL, [quote_bytes("GOOGL", 3), quote_bytes("MSFT", 4)])
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("GOOGL", 3), upstream_message("MSFT", 4)]
+        )
         assert [q.volume for q in await take(client, 1)] == [4]

@@ -24,6 +24,7 @@ from quotes_client import (
     QuotesClient,
 )
 from quotes_core import format_timestamp, is_valid_ticker
+from quotes_core.testing import upstream_message
 from tests.client.servers import (
     RecordingSleep,
     events_of,
@@ -34,7 +35,7 @@ from tests.client.servers import (
     take,
 )
 from tests.helpers.processes import RedisServer
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +56,11 @@ async def test_receives_only_the_requested_tickers(
         publish_many(
             redis_server.port,
             CHANNEL,
-            [quote_bytes("AAPL", 1), quote_bytes("GOOGL", 2), quote_bytes("MSFT", 3)],
+            [
+                upstream_message("AAPL", 1),
+                upstream_message("GOOGL", 2),
+                upstream_message("MSFT", 3),
+            ],
         )
         quotes = await take(client, 2)
     assert [(q.ticker, q.volume) for q in quotes] == [("AAPL", 1), ("MSFT", 3)]
@@ -78,14 +83,14 @@ async def test_server_restart_reconnects_and_resumes(
     async with client:
         with anyio.fail_after(10):
             await client.wait_connected()
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         before = await take(client, 1)
         await to_thread.run_sync(server.stop)  # in a thread: the client must answer the close
         await gated_sleep.wait_calls(1)
         start_server(redis_server, port=server.port)
         gated_sleep.release()
         await eventually(lambda: client.stats.connects == 2, what="the reconnect")
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 2))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 2))
         after = await take(client, 1)
         stats = client.stats
     assert [q.volume for q in before + after] == [1, 2]
@@ -121,7 +126,7 @@ async def test_redis_down_backs_off_then_resumes(
         await to_thread.run_sync(lambda: server.wait_ready(timeout=30))
         gated_sleep.release()
         await eventually(lambda: client.stats.connects == 2, what="the reconnect")
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 7))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 7))
         (quote,) = await take(client, 1)
     closed = events_of(Disconnected, seen)[0]
     assert (closed.code, closed.reason) == (
@@ -176,7 +181,7 @@ async def test_slow_consumer_keeps_the_newest_1000(
             await client.wait_connected()
         # distinct tickers so that the server's per-ticker conflation never merges them
         publish_many(
-            redis_server.port, CHANNEL, (quote_bytes(f"T{i:04d}", i) for i in range(total))
+            redis_server.port, CHANNEL, (upstream_message(f"T{i:04d}", i) for i in range(total))
         )
         await eventually(lambda: client.stats.received == total, timeout=30, what="all quotes")
         stats = client.stats
@@ -197,7 +202,7 @@ async def test_blocking_policy_stalls_reading_and_loses_nothing(
         with anyio.fail_after(10):
             await client.wait_connected()
         publish_many(
-            redis_server.port, CHANNEL, (quote_bytes(f"T{i:04d}", i) for i in range(total))
+            redis_server.port, CHANNEL, (upstream_message(f"T{i:04d}", i) for i in range(total))
         )
         await eventually(lambda: client.stats.buffered == 100, what="a full buffer")
         stalled = client.stats

@@ -19,6 +19,7 @@ from quotes_client import (
     QuotesClient,
     RetriesExhausted,
 )
+from quotes_core.testing import quote_payload
 from tests.client.servers import (
     FakeClock,
     Handler,
@@ -27,7 +28,6 @@ from tests.client.servers import (
     StreamServer,
     events_of,
     eventually,
-    payload,
     send_then_hold,
     take,
 )
@@ -45,7 +45,7 @@ def close_first_with(code: int, reason: str = "bye") -> Handler:
     """Connection 0 sends quote 0 and closes with ``code``; later ones send quote N and stay."""
 
     async def handler(ws: ServerConnection, index: int) -> None:
-        await ws.send(payload("AAPL", index))
+        await ws.send(quote_payload("AAPL", index))
         if index == 0:
             await ws.close(code, reason)
         await ws.wait_closed()
@@ -73,7 +73,7 @@ async def test_dropped_connection_is_1006_and_reconnects(sleep: RecordingSleep) 
     """A connection cut without a close frame reports 1006 and is retried."""
 
     async def handler(ws: ServerConnection, index: int) -> None:
-        await ws.send(payload("AAPL", index))
+        await ws.send(quote_payload("AAPL", index))
         if index == 0:
             ws.transport.abort()
         await ws.wait_closed()
@@ -134,7 +134,7 @@ async def test_503_is_retried_honouring_retry_after(sleep: RecordingSleep) -> No
 
     seen: list[ConnectionEvent] = []
     async with (
-        StreamServer(send_then_hold(payload()), reject=reject) as server,
+        StreamServer(send_then_hold(quote_payload()), reject=reject) as server,
         QuotesClient(server.url(), sleep=sleep, backoff=exact(), on_event=seen.append) as client,
     ):
         await client.wait_connected()
@@ -157,7 +157,7 @@ async def test_backoff_grows_and_resets_after_a_healthy_connection(
         if index <= 4:
             await ws.close(1011, "Internal server error")
         else:
-            await ws.send(payload())
+            await ws.send(quote_payload())
         await ws.wait_closed()
 
     async with (
@@ -209,7 +209,7 @@ async def test_refused_connection_is_retried_until_the_server_appears(
     async with client:
         await gated_sleep.wait_calls(1)
         assert client.state is ClientState.BACKING_OFF
-        async with StreamServer(send_then_hold(payload()), port=port):
+        async with StreamServer(send_then_hold(quote_payload()), port=port):
             gated_sleep.release()
             quotes = await take(client, 1)
     assert quotes[0].ticker == "AAPL"
@@ -243,7 +243,7 @@ async def test_ping_timeout_reconnects(sleep: RecordingSleep) -> None:
             await eventually(lambda: len(server.connections) > 1, what="a new connection")
             ws.transport.abort()  # the client has moved on: do not wait for our close_timeout
         else:
-            await ws.send(payload())
+            await ws.send(quote_payload())
         await ws.wait_closed()
 
     seen: list[ConnectionEvent] = []
@@ -268,7 +268,7 @@ async def test_stale_stream_reconnects(sleep: RecordingSleep) -> None:
     """With stale_timeout, a connection that goes silent is replaced by a new one."""
 
     async def handler(ws: ServerConnection, index: int) -> None:
-        await ws.send(payload("AAPL", index))
+        await ws.send(quote_payload("AAPL", index))
         await ws.wait_closed()  # then silence (pings are still answered)
 
     seen: list[ConnectionEvent] = []

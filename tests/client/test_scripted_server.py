@@ -25,8 +25,8 @@ from quotes_client import (
 )
 from quotes_client.testing import ScriptedServer
 from quotes_core import Quote, TickerFilter, encode_quote, recovered_event, with_position
-from quotes_core.testing import SMALL_UNIVERSE, filter_queries, quote_streams, quotes
-from tests.client.servers import RecordingSleep, events_of, make_quote, take
+from quotes_core.testing import SMALL_UNIVERSE, filter_queries, make_quote, quote_streams, quotes
+from tests.client.servers import RecordingSleep, events_of, take
 from tests.helpers.rawws import raw_handshake
 from tests.helpers.server import StartServer
 from tests.helpers.ws import handshake_rejection, open_ws
@@ -47,15 +47,7 @@ def sentinel(raw: str | None) -> Quote:
     """A quote the filter ``raw`` lets through, marking the end of a test stream."""
     wanted = TickerFilter.parse(raw).tickers
     ticker = min(wanted) if wanted else "ZZZZ"
-    return Quote(
-        ticker=ticker,
-        timestamp=datetime(2100, 1, 1, tzinfo=UTC),
-        open=1.0,
-        high=1.0,
-        low=1.0,
-        close=1.0,
-        volume=424242,
-    )
+    return make_quote(ticker, 424242, timestamp=datetime(2100, 1, 1, tzinfo=UTC))
 
 
 @EXAMPLES
@@ -79,16 +71,8 @@ async def test_quote_frames_are_byte_identical_to_quotes_server() -> None:
     """A quote's frame on the wire is exactly the frame quotes-server pre-builds for it."""
     from quotes_server.frames import text_frame
 
-    quote = Quote(
-        ticker="AAPL",
-        timestamp=datetime(2026, 2, 12, 10, 30, 0, 123456, tzinfo=UTC),
-        open=150.25,
-        high=151.1,
-        low=150.05,
-        close=150.9,
-        volume=1000000,
-        bid=150.88,
-        ask=150.92,
+    quote = make_quote(
+        "AAPL", 1000000, timestamp=datetime(2026, 2, 12, 10, 30, 0, 123456, tzinfo=UTC)
     )
     frame = text_frame(encode_quote(quote))
     async with ScriptedServer() as server:
@@ -167,18 +151,7 @@ async def test_503_burst_is_retried_with_backoff_and_retry_after() -> None:
 async def test_stall_conflates_to_the_latest_quote_per_ticker() -> None:
     """While stalled, quotes past the bound conflate; on resume the client ends on every latest."""
     universe = ["AAPL", "MSFT"]
-    stream = [
-        Quote(
-            ticker=universe[i % 2],
-            timestamp=datetime(2026, 2, 12, 10, 30, 0, i, tzinfo=UTC),
-            open=1.0,
-            high=1.0,
-            low=1.0,
-            close=float(i),
-            volume=i,
-        )
-        for i in range(10)
-    ]
+    stream = [make_quote(universe[i % 2], i, close=float(i)) for i in range(10)]
     async with ScriptedServer(bound=2) as server, QuotesClient(server.url) as client:
         (conn,) = await server.wait_connections(1)
         conn.stall()

@@ -25,15 +25,13 @@ from quotes_client import (
     RetriesExhausted,
 )
 from quotes_core import InvalidTickers, Quote
+from quotes_core.testing import BASE_TIME, make_quote, quote_payload, upstream_message
 from tests.client.servers import (
-    BASE_TIME,
     RecordingSleep,
     StreamServer,
     eventually,
-    fast_payload,
     header,
-    make_quote,
-    payload,
+    noise,
     send_then_hold,
     take,
 )
@@ -48,7 +46,7 @@ async def test_yields_validated_quotes_in_order() -> None:
         '"low":0.5,"close":1.5,"volume":10}'
     )
     async with (
-        StreamServer(send_then_hold(raw, payload("MSFT", 1))) as server,
+        StreamServer(send_then_hold(raw, quote_payload("MSFT", 1))) as server,
         QuotesClient(server.url()) as client,
     ):
         first, second = await take(client, 2)
@@ -67,9 +65,9 @@ async def test_invalid_messages_are_counted_and_skipped(caplog: pytest.LogCaptur
         '"low":1,"close":1,"volume":1}',
         b"\xff\xfe not utf-8",
         "[" + " " * 5000 + "]",
-        payload().replace('"AAPL"', '"BAD;T"'),
+        quote_payload().replace('"AAPL"', '"BAD;T"'),
     ]
-    handler = send_then_hold(payload("AAPL", 0), *garbage, payload("AAPL", 1))
+    handler = send_then_hold(quote_payload("AAPL", 0), *garbage, quote_payload("AAPL", 1))
     with caplog.at_level(logging.WARNING, logger="quotes_client"):
         async with StreamServer(handler) as server, QuotesClient(server.url()) as client:
             quotes = await take(client, 2)
@@ -102,7 +100,7 @@ async def test_tickers_origin_and_headers_reach_the_server() -> None:
 async def test_slow_consumer_keeps_the_newest_1000_and_counts_drops() -> None:
     """With the default policy a consumer that does not read holds at most 1,000 quotes."""
     total = 5000
-    handler = send_then_hold(*(fast_payload(i) for i in range(total)))
+    handler = send_then_hold(*(upstream_message("AAPL", i).decode() for i in range(total)))
     async with StreamServer(handler) as server, QuotesClient(server.url()) as client:
         peak = 0
 
@@ -131,7 +129,7 @@ async def test_block_policy_stops_reading_and_loses_nothing() -> None:
         server_ws.append(ws)
         with contextlib.suppress(ConnectionClosed):
             for i in range(total):
-                await ws.send(fast_payload(i, pad=3000))
+                await ws.send(upstream_message("AAPL", i, pad=noise(3000)).decode())
                 sent += 1
 
     async with (
@@ -164,7 +162,7 @@ async def test_block_policy_stops_reading_and_loses_nothing() -> None:
 async def test_batches_group_quotes_in_order() -> None:
     """``batches()`` yields non-empty lists that together are the stream, in order."""
     total = 250
-    handler = send_then_hold(*(fast_payload(i) for i in range(total)))
+    handler = send_then_hold(*(upstream_message("AAPL", i).decode() for i in range(total)))
     batches: list[list[Quote]] = []
     async with StreamServer(handler) as server, QuotesClient(server.url()) as client:
         with anyio.fail_after(10):
@@ -179,7 +177,7 @@ async def test_batches_group_quotes_in_order() -> None:
 async def test_batches_end_when_the_client_closes() -> None:
     """A batch in progress is delivered, then the iterator ends, when the client is closed."""
     batches: list[list[Quote]] = []
-    async with StreamServer(send_then_hold(payload("AAPL", 7))) as server:
+    async with StreamServer(send_then_hold(quote_payload("AAPL", 7))) as server:
         client = QuotesClient(server.url())
         async with client:
 
@@ -197,7 +195,10 @@ async def test_batches_end_when_the_client_closes() -> None:
 async def test_latency_is_receive_time_minus_quote_time() -> None:
     """Latency stats use the injected wall clock: count, p50, p99 and max are exact."""
     now = BASE_TIME.timestamp() + 0.25
-    messages = [payload("AAPL", i, BASE_TIME - timedelta(milliseconds=i)) for i in range(100)]
+    messages = [
+        quote_payload("AAPL", i, timestamp=BASE_TIME - timedelta(milliseconds=i))
+        for i in range(100)
+    ]
     async with (
         StreamServer(send_then_hold(*messages)) as server,
         QuotesClient(server.url(), wall_clock=lambda: now) as client,
@@ -217,7 +218,7 @@ async def test_events_and_callback_report_the_connection_lifecycle(sleep: Record
         if index == 0:
             await ws.close(1011, "Internal server error")
         else:
-            await ws.send(payload())
+            await ws.send(quote_payload())
             await ws.wait_closed()
 
     seen: list[ConnectionEvent] = []
@@ -299,7 +300,7 @@ async def test_a_failing_callback_does_not_stop_the_stream(
 
     with caplog.at_level(logging.ERROR, logger="quotes_client"):
         async with (
-            StreamServer(send_then_hold(payload("AAPL", 1))) as server,
+            StreamServer(send_then_hold(quote_payload("AAPL", 1))) as server,
             QuotesClient(server.url(), on_event=broken) as client,
         ):
             (quote,) = await take(client, 1)

@@ -12,7 +12,8 @@ from websockets.asyncio.server import ServerConnection
 
 from quotes_client import ClientState, HandshakeRejected, SyncQuotesClient
 from quotes_core import Quote, TickerFilter
-from tests.client.servers import StreamServer, fast_payload, make_quote, payload, send_then_hold
+from quotes_core.testing import make_quote, quote_payload, upstream_message
+from tests.client.servers import StreamServer, send_then_hold
 
 pytestmark = pytest.mark.anyio
 
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.anyio
 async def test_sync_client_iterates_quotes_in_order() -> None:
     """A SyncQuotesClient in a worker thread yields every quote in order, then closes cleanly."""
     total = 1200  # more than one chunk crosses the thread boundary
-    server = StreamServer(send_then_hold(*(fast_payload(i) for i in range(total))))
+    server = StreamServer(
+        send_then_hold(*(upstream_message("AAPL", i).decode() for i in range(total)))
+    )
 
     def consume(url: str) -> tuple[list[Quote], ClientState, str]:
         got: list[Quote] = []
@@ -58,7 +61,7 @@ async def test_sync_client_raises_fatal_errors() -> None:
 
 async def test_sync_client_ends_after_close() -> None:
     """``close()`` (twice is fine) stops the background thread."""
-    server = StreamServer(send_then_hold(payload("MSFT", 3)))
+    server = StreamServer(send_then_hold(quote_payload("MSFT", 3)))
 
     def run(url: str) -> tuple[Quote, bool]:
         client = SyncQuotesClient(url)
@@ -87,7 +90,7 @@ async def test_sync_client_changes_its_filter_live() -> None:
             {"action": "set", "tickers": ["AAPL", "MSFT"]},
         )
         await ws.send('{"event":"subscribed","tickers":["AAPL","MSFT"]}')
-        await ws.send(payload("MSFT", 5))
+        await ws.send(quote_payload("MSFT", 5))
         await ws.wait_closed()
 
     def run(url: str) -> tuple[TickerFilter, TickerFilter | None, Quote]:

@@ -23,13 +23,10 @@ from quotes_core import (
     encode_quote,
     render,
 )
+from quotes_core.testing import make_quote
 
 CLOCK = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 RESUME_E1_1 = StreamOptions(seq=True, since=Position("e1", 1))
-
-
-def quote(ticker: str, n: int) -> Quote:
-    return Quote(ticker=ticker, timestamp=CLOCK, open=1.0, high=1.0, low=1.0, close=1.0, volume=n)
 
 
 def publish(stream: Stream[str], *quotes: Quote, now: float = 0.0) -> list[object]:
@@ -68,7 +65,7 @@ def test_publish_positions_record_and_wake() -> None:
     plain = stream.open(f("AAPL"), Mode.FIFO, StreamOptions(), 0.0)
     seq = stream.open(TickerFilter(), Mode.FIFO, StreamOptions(seq=True), 0.0)
     assert (plain.hub, seq.hub) == (stream.plain, stream.sequenced)
-    woken = publish(stream, quote("AAPL", 1), quote("MSFT", 2), quote("AAPL", 3))
+    woken = publish(stream, make_quote("AAPL", 1), make_quote("MSFT", 2), make_quote("AAPL", 3))
     assert woken == [plain.sub, seq.sub]  # once each: after that they have quotes pending
     assert stream.seq == 3
     assert len(stream.history) == 3
@@ -84,10 +81,10 @@ def test_publish_positions_record_and_wake() -> None:
 
 def test_sequenced_hub_is_published_only_with_subscribers() -> None:
     stream: Stream[str] = Stream()
-    publish(stream, quote("AAPL", 1))
+    publish(stream, make_quote("AAPL", 1))
     assert stream.sequenced.published == 0
     sub = stream.open(TickerFilter(), Mode.FIFO, StreamOptions(batch=True), 0.0)
-    publish(stream, quote("AAPL", 2))
+    publish(stream, make_quote("AAPL", 2))
     assert stream.sequenced.published == 1
     stream.close(sub)
     stream.close(sub)  # idempotent
@@ -97,7 +94,7 @@ def test_sequenced_hub_is_published_only_with_subscribers() -> None:
 def test_open_routes_and_queues_the_preface() -> None:
     """snapshot=1 alone stays on the plain hub; since= replays or says recovered false."""
     stream: Stream[str] = Stream(epoch="e1")
-    publish(stream, quote("AAPL", 1), quote("MSFT", 2), quote("AAPL", 3))
+    publish(stream, make_quote("AAPL", 1), make_quote("MSFT", 2), make_quote("AAPL", 3))
     snap = stream.open(f("AAPL", "MSFT"), Mode.FIFO, StreamOptions(snapshot=True), 0.0)
     assert snap.hub is stream.plain
     assert out(stream, snap) == ["MSFT#2", "AAPL#3"]  # in publication order
@@ -118,7 +115,7 @@ def test_open_routes_and_queues_the_preface() -> None:
 
 def test_a_replay_over_the_limit_is_refused() -> None:
     stream: Stream[str] = Stream(epoch="e1", replay_limit=2)
-    publish(stream, *(quote("AAPL", n) for n in range(5)))
+    publish(stream, *(make_quote("AAPL", n) for n in range(5)))
     sub = stream.open(TickerFilter(), Mode.FIFO, RESUME_E1_1, 0.0)
     frames, quotes = render(sub.take(0.0), sub.options, TEXT_CODEC)
     assert (json.loads(frames[0])["recovered"], quotes) == (False, 0)
@@ -126,7 +123,7 @@ def test_a_replay_over_the_limit_is_refused() -> None:
 
 def test_new_epoch_ends_resumes() -> None:
     stream: Stream[str] = Stream(epoch="e1")
-    publish(stream, quote("AAPL", 1), quote("AAPL", 2))
+    publish(stream, make_quote("AAPL", 1), make_quote("AAPL", 2))
     assert stream.new_epoch("e2") == "e2"
     assert len(stream.history) == 0
     sub = stream.open(TickerFilter(), Mode.FIFO, RESUME_E1_1, 0.0)
@@ -135,13 +132,13 @@ def test_new_epoch_ends_resumes() -> None:
 
 def test_act_replies_after_pending_then_snapshot_then_new_filter() -> None:
     stream: Stream[str] = Stream()
-    publish(stream, quote("MSFT", 1))
+    publish(stream, make_quote("MSFT", 1))
     sub = stream.open(f("AAPL"), Mode.FIFO, StreamOptions(snapshot=True), 0.0)
-    publish(stream, quote("AAPL", 2))  # pending in the hub when the action comes
+    publish(stream, make_quote("AAPL", 2))  # pending in the hub when the action comes
     reply = stream.act(sub, '{"action":"subscribe","tickers":["msft"]}', now=0.0, clock=CLOCK)
     assert reply is not None
     assert reply.filter == f("AAPL", "MSFT")
-    publish(stream, quote("MSFT", 3))
+    publish(stream, make_quote("MSFT", 3))
     assert out(stream, sub) == ["AAPL#2", "subscribed", "MSFT#1", "MSFT#3"]
     assert stream.tickers() == {"AAPL", "MSFT"}
     assert not stream.wants_all()
@@ -173,13 +170,19 @@ def test_max_hz_holds_releases_and_forgets() -> None:
     """
     stream: Stream[str] = Stream()
     sub = stream.open(f("AAPL", "MSFT"), Mode.FIFO, StreamOptions(max_hz=1.0), 0.0)
-    publish(stream, quote("AAPL", 1), quote("AAPL", 2), quote("AAPL", 3), quote("MSFT", 4))
+    publish(
+        stream,
+        make_quote("AAPL", 1),
+        make_quote("AAPL", 2),
+        make_quote("AAPL", 3),
+        make_quote("MSFT", 4),
+    )
     assert out(stream, sub, now=10.0) == ["AAPL#1", "MSFT#4"]
     assert sub.next_due() == 11.0
     assert not sub.pending
     sub.due = True  # the transport's timer fired
     assert out(stream, sub, now=11.0) == ["AAPL#3"]
-    publish(stream, quote("MSFT", 5))
+    publish(stream, make_quote("MSFT", 5))
     assert out(stream, sub, now=10.5) == []  # held until 11.0
     stream.act(sub, '{"action":"unsubscribe","tickers":["MSFT"]}', now=10.6, clock=CLOCK)
     assert sub.next_due() is None  # the held MSFT is gone with its ticker
@@ -188,10 +191,10 @@ def test_max_hz_holds_releases_and_forgets() -> None:
 
 def test_a_long_queue_goes_out_in_chunks_and_counts_against_the_budget() -> None:
     stream: Stream[str] = Stream(queue_bytes=64 * 1024)
-    publish(stream, *(quote(f"T{i}", i) for i in range(1000)))
+    publish(stream, *(make_quote(f"T{i}", i) for i in range(1000)))
     sub = stream.open(TickerFilter(), Mode.FIFO, StreamOptions(snapshot=True), 0.0)
     assert sub.over_budget  # ~200 KiB of snapshot queued against 64 KiB
-    publish(stream, quote("LIVE", 1))
+    publish(stream, make_quote("LIVE", 1))
     chunks = []
     while sub.pending:
         chunk = sub.take(0.0, most=16 * 1024)
@@ -200,7 +203,7 @@ def test_a_long_queue_goes_out_in_chunks_and_counts_against_the_budget() -> None
     assert len(chunks) > 5
     every = [e for chunk in chunks for e in chunk]
     assert len(every) == 1001
-    assert every[-1] == encode_quote(quote("LIVE", 1))  # live quotes wait behind the queue
+    assert every[-1] == encode_quote(make_quote("LIVE", 1))  # live quotes wait behind the queue
     assert sub.queued == 0
     assert not sub.over_budget
 
@@ -209,10 +212,10 @@ elements = st.lists(
     st.one_of(
         st.builds(lambda n: Control(json.dumps({"event": "pong", "id": n})), st.integers(0, 9)),
         st.builds(
-            lambda n: StreamItem(n, "e", "AAPL", encode_quote(quote("AAPL", n)), 0.0),
+            lambda n: StreamItem(n, "e", "AAPL", encode_quote(make_quote("AAPL", n)), 0.0),
             st.integers(1, 99),
         ),
-        st.builds(lambda n: encode_quote(quote("MSFT", n)), st.integers(1, 99)),
+        st.builds(lambda n: encode_quote(make_quote("MSFT", n)), st.integers(1, 99)),
     ),
     max_size=20,
 )
@@ -251,7 +254,7 @@ def test_render_through_a_codec_of_frames() -> None:
     codec: Codec[bytes, bytes] = Codec(
         lambda text: b"F" + text.encode(), lambda p: p[1:].decode(), lambda p: p
     )
-    payload = b"F" + encode_quote(quote("AAPL", 1)).encode()
+    payload = b"F" + encode_quote(make_quote("AAPL", 1)).encode()
     frames, _ = render([payload, Control("{}")], StreamOptions(), codec)
     assert frames[0] is payload
     assert frames[1] == b"F{}"
@@ -281,7 +284,7 @@ class CountingHistory(History[str]):
 def test_the_resume_window_is_a_backend_the_engine_is_given() -> None:
     backend = CountingHistory()
     stream: Stream[str] = Stream(epoch="e1", history=backend)
-    publish(stream, quote("AAPL", 1), quote("AAPL", 2))
+    publish(stream, make_quote("AAPL", 1), make_quote("AAPL", 2))
     assert len(backend) == 2
     sub = stream.open(TickerFilter(), Mode.FIFO, RESUME_E1_1, 0.0)
     assert backend.reads == 1

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from quotes_core import Hub, Mode, Quote, Subscription, TickerFilter, encode_quote
-from quotes_core.testing import universe_tickers
+from quotes_core.testing import make_quote, universe_tickers
 
 UNIVERSE = ["AAPL", "MSFT", "GOOGL", "BRK.B", "^GSPC", "EURUSD=X", "BTC-USD"]
 
 
 def quote(ticker: str, seq: int) -> tuple[Quote, str]:
     """A quote whose volume carries a sequence number, and its payload."""
-    q = Quote(
-        ticker=ticker,
-        timestamp=datetime(2026, 2, 12, 10, 30, tzinfo=UTC),
-        open=1.0,
-        high=1.0,
-        low=1.0,
-        close=1.0,
-        volume=seq,
-    )
+    q = make_quote(ticker, seq)
     return q, encode_quote(q)
 
 

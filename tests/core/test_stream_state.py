@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,7 +11,6 @@ from quotes_core import (
     History,
     Hub,
     Mode,
-    Quote,
     Snapshot,
     StreamItem,
     Subscription,
@@ -22,7 +19,7 @@ from quotes_core import (
     apply_action,
 )
 from quotes_core.errors import ActionError
-from quotes_core.testing import SMALL_UNIVERSE
+from quotes_core.testing import SMALL_UNIVERSE, make_quote
 
 UNIVERSE = list(SMALL_UNIVERSE)
 EPOCH = "e1"
@@ -121,18 +118,6 @@ def test_history_clear_forgets_the_epoch() -> None:
 # --- snapshot + live ---------------------------------------------------------------------------
 
 
-def quote(ticker: str) -> Quote:
-    return Quote(
-        ticker=ticker,
-        timestamp=datetime(2026, 2, 12, tzinfo=UTC),
-        open=1.0,
-        high=1.0,
-        low=1.0,
-        close=1.0,
-        volume=0,
-    )
-
-
 @given(stream=streams(), data=st.data(), ticker_filter=filters)
 def test_snapshot_then_live_never_loses_or_duplicates(
     stream: list[StreamItem[int]], data: st.DataObject, ticker_filter: TickerFilter
@@ -148,7 +133,7 @@ def test_snapshot_then_live_never_loses_or_duplicates(
             sub = hub.subscribe(ticker_filter)
             first = [i.payload for i in snapshot.select(ticker_filter)]
         snapshot.update(item)
-        hub.publish(quote(item.ticker), item.payload)
+        hub.publish(make_quote(item.ticker), item.payload)
     if sub is None:
         sub = hub.subscribe(ticker_filter)
         first = [i.payload for i in snapshot.select(ticker_filter)]
@@ -280,7 +265,7 @@ def test_filter_changes_keep_the_index_equal_to_the_reference(
     assert hub.index() == reference_index(live)
     assert len(hub) == len(live)
     for ticker in UNIVERSE:
-        woken = hub.publish(quote(ticker), 1)
+        woken = hub.publish(make_quote(ticker), 1)
         assert set(woken) <= {s for s in live if s.filter.matches(ticker)}
         assert hub.subscribers(ticker) == sum(s.filter.matches(ticker) for s in live)
         for s in live:

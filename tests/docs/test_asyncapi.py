@@ -25,9 +25,10 @@ from quotes_core import (
     subscribed_event,
     with_position,
 )
+from quotes_core.testing import make_quote, upstream_message
 from quotes_server.asyncapi import asyncapi_document, asyncapi_markdown
 from tests.helpers.processes import ROOT
-from tests.helpers.server import StartServer, quote_bytes
+from tests.helpers.server import StartServer
 
 DOC = asyncapi_document()
 MESSAGES: dict[str, Any] = DOC["components"]["messages"]
@@ -58,7 +59,6 @@ def valid(name: str, text: str) -> None:
 
 
 def test_every_frame_the_core_writes_fits_its_message() -> None:
-    from tests.client.servers import make_quote
 
     quote = encode_quote(make_quote("AAPL", 7))
     valid("quote", quote)
@@ -76,7 +76,7 @@ def test_every_frame_the_core_writes_fits_its_message() -> None:
 
 def test_the_schemas_refuse_what_is_not_the_shape() -> None:
     """The schemas are tight: a raw upstream message, an unknown error code, an extra key."""
-    upstream = json.loads(quote_bytes("AAPL", 1))  # "+00:00", not the frame's "...Z" form
+    upstream = json.loads(upstream_message("AAPL", 1))  # "+00:00", not the frame's "...Z" form
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(upstream, MESSAGES["quote"]["payload"])
     with pytest.raises(jsonschema.ValidationError):

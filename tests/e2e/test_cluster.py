@@ -13,7 +13,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from quotes_core import ShardMap
-from tests.helpers.cluster import RedisClusterProcesses, ShardedPublisher, sequenced_quote
+from quotes_core.testing import upstream_message
+from tests.helpers.cluster import RedisClusterProcesses, ShardedPublisher
 from tests.helpers.processes import TestSetupError, eventually
 from tests.helpers.server import StartServer
 from tests.helpers.ws import open_ws
@@ -83,7 +84,7 @@ def ended(f: Feed, tickers: list[str]) -> bool:
 
 def publish_end(c: RedisClusterProcesses, tickers: list[str]) -> None:
     for t in tickers:
-        c.owner(SHARDS.channel(t)).command("SPUBLISH", SHARDS.channel(t), sequenced_quote(t, END))
+        c.owner(SHARDS.channel(t)).command("SPUBLISH", SHARDS.channel(t), upstream_message(t, END))
 
 
 async def test_two_servers_deliver_every_quote_exactly_once(
@@ -205,7 +206,7 @@ async def test_master_killed_replica_promoted(start_server: StartServer) -> None
         pub.stop()
         assert c.owner(SHARDS.channel(other)).alive()
         c.owner(SHARDS.channel(other)).command(
-            "SPUBLISH", SHARDS.channel(other), sequenced_quote(other, END)
+            "SPUBLISH", SHARDS.channel(other), upstream_message(other, END)
         )
         for f in (p_other, s_other):
             await poll(lambda f=f: ended(f, [other]), "end marker")
@@ -246,7 +247,7 @@ async def test_simultaneous_bursts_on_three_masters_share_one_budget(
     for t in tickers:
         pipe = cluster.owner(SHARDS.channel(t)).client().pipeline(transaction=False)
         for i in range(n):
-            pipe.spublish(SHARDS.channel(t), sequenced_quote(t, i))
+            pipe.spublish(SHARDS.channel(t), upstream_message(t, i))
         pipes.append(pipe)
     await asyncio.gather(*(asyncio.to_thread(p.execute) for p in pipes))
     publish_end(cluster, tickers)

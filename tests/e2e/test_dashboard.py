@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.e2e.test_browser import CHROMIUM_ARGS, require_chromium
 from tests.helpers.processes import ROOT, RedisServer, free_port, wait_until
 from tests.helpers.publishing import publishing
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 
@@ -151,8 +152,14 @@ def test_dashboard_snapshot_on_connect_and_live_set(
     of tickers is a live ``set`` on the same socket, whose snapshot fills the new rows."""
     require_chromium()
     server = start_server(redis_server)
-    published = [quote_bytes("AAPL", 1, close=190.25), quote_bytes("MSFT", 2, close=410.5)]
-    published += [quote_bytes("NVDA", 3, close=120.75), quote_bytes("IBM", 4, close=230.0)]
+    published = [
+        upstream_message("AAPL", 1, close=190.25),
+        upstream_message("MSFT", 2, close=410.5),
+    ]
+    published += [
+        upstream_message("NVDA", 3, close=120.75),
+        upstream_message("IBM", 4, close=230.0),
+    ]
     before = server.metric("quotes_upstream_messages_total")
     redis_server.publish_many(CHANNEL, published)
     wait_until(

@@ -14,9 +14,10 @@ import jwt
 import psutil
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
 from tests.helpers.rawws import UPGRADE_HEADERS, raw_handshake
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import (
     ConnectionClosed,
     collect_until,
@@ -128,7 +129,7 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
     async with open_ws(f"{base}?{auth}"):  # warm up lazily created resources
         pass
     async with open_ws(f"{base}?seq=1&{auth}") as ws:  # the position before the storm
-        redis_server.publish(CHANNEL, quote_bytes("START", 0))
+        redis_server.publish(CHANNEL, upstream_message("START", 0))
         start = json.loads(await ws.recv())
     wait_until(lambda: ready(server)["connections"] == 0, what="warm-up closed")
     fds, tasks = proc.num_fds(), ready(server)["tasks"]
@@ -144,8 +145,8 @@ async def test_fault_storm_leaves_healthy_clients_whole_and_nothing_behind(
         ]
         # expired by far more than the JWT leeway (5 s by default)
         expired = jwt.encode({"exp": int(time.time()) - 3600}, SECRET, algorithm="HS256")
-        messages = [quote_bytes(TICKERS[i % 4], i) for i in range(N_QUOTES)]
-        messages.append(quote_bytes("END", N_QUOTES))
+        messages = [upstream_message(TICKERS[i % 4], i) for i in range(N_QUOTES)]
+        messages.append(upstream_message("END", N_QUOTES))
         publishing = asyncio.create_task(
             asyncio.to_thread(redis_server.publish_many, CHANNEL, messages)
         )

@@ -11,7 +11,6 @@ Nodes are stopped by the PIDs we started. Nothing here touches the shared Redis.
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import signal
 import subprocess
@@ -19,7 +18,6 @@ import tempfile
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -27,6 +25,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from quotes_core import ShardMap, key_slot
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import REDIS_INSTALL_HINT, TestSetupError, _stop, free_port, wait_until
 
 
@@ -251,21 +250,6 @@ class RedisClusterProcesses:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def sequenced_quote(ticker: str, seq: int) -> bytes:
-    """A valid upstream quote whose ``volume`` is its per-ticker sequence number."""
-    return json.dumps(
-        {
-            "ticker": ticker,
-            "timestamp": datetime.now(UTC).isoformat(),
-            "open": 1.0,
-            "high": 1.0,
-            "low": 1.0,
-            "close": 1.0,
-            "volume": seq,
-        }
-    ).encode()
-
-
 @dataclass
 class ShardedPublisher:
     """
@@ -306,7 +290,7 @@ class ShardedPublisher:
                 seq += 1
                 for ticker in self.tickers:
                     try:
-                        client.spublish(self.shards.channel(ticker), sequenced_quote(ticker, seq))
+                        client.spublish(self.shards.channel(ticker), upstream_message(ticker, seq))
                     except Exception:  # node down, failover under way: skipped, counted
                         self.failed += 1
                     else:

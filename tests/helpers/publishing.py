@@ -7,8 +7,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer
-from tests.helpers.server import CHANNEL, quote_bytes
+from tests.helpers.server import CHANNEL
 
 
 @contextmanager
@@ -27,7 +28,7 @@ def publishing(
         seq = 0
         while not stop.wait(interval):
             seq += 1
-            msgs = [quote_bytes(t, seq, close=100 + seq % 17 / 10) for t in tickers]
+            msgs = [upstream_message(t, seq, close=100 + seq % 17 / 10) for t in tickers]
             with contextlib.suppress(OSError, RuntimeError):
                 redis.publish_many(CHANNEL, msgs)
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 
@@ -15,23 +12,6 @@ from tests.helpers.processes import RedisServer, ServerProcess, TestSetupError, 
 CHANNEL = "quotes.realtime"
 
 StartServer = Callable[..., ServerProcess]
-
-
-def quote_bytes(ticker: str, seq: int = 0, **overrides: Any) -> bytes:
-    """A valid upstream quote whose ``volume`` carries a sequence number."""
-    msg: dict[str, Any] = {
-        "ticker": ticker,
-        "timestamp": datetime.now(UTC).isoformat(),
-        "open": 100.0,
-        "high": 101.0,
-        "low": 99.0,
-        "close": 100.5,
-        "volume": seq,
-        "bid": 100.4,
-        "ask": 100.6,
-    }
-    msg.update(overrides)
-    return json.dumps(msg).encode()
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """Server tests share the root conftest's ``start_server`` fixture; re-exported names."""
 
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 
-__all__ = ["CHANNEL", "StartServer", "quote_bytes"]
+__all__ = ["CHANNEL", "StartServer"]

@@ -12,8 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import ROOT, RedisServer, free_port, python_module
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json, wait_closed
 
 pytestmark = pytest.mark.anyio
@@ -36,7 +37,7 @@ def tokens_file(tmp_path: Path) -> Path:
 
 async def _stream_one(redis: RedisServer, url: str, **kwargs: object) -> None:
     async with open_ws(url, **kwargs) as ws:
-        redis.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis.publish(CHANNEL, upstream_message("AAPL", 1))
         assert (await recv_json(ws))["ticker"] == "AAPL"
 
 
@@ -115,7 +116,9 @@ async def test_actions_outside_a_jwt_grant_are_forbidden(
         await ws.send('{"action":"subscribe","tickers":["MSFT"]}')
         frame = await recv_json(ws)
         assert (frame["event"], frame["code"]) == ("error", "forbidden")
-        redis_server.publish_many(CHANNEL, [quote_bytes("MSFT", 1), quote_bytes("AAPL", 2)])
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("MSFT", 1), upstream_message("AAPL", 2)]
+        )
         quote = await recv_json(ws)
         assert (quote["ticker"], quote["volume"]) == ("AAPL", 2)
 

@@ -12,9 +12,10 @@ import socket
 import psutil
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, wait_until
 from tests.helpers.rawws import client_frame, raw_handshake, read_frames_until_close
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import open_ws, recv_json, wait_closed
 
 pytestmark = pytest.mark.anyio
@@ -24,14 +25,15 @@ TICKERS = [f"T{i:03d}" for i in range(300)]
 
 def _publish(redis: RedisServer, start: int, count: int) -> None:
     redis.publish_many(
-        CHANNEL, [quote_bytes(TICKERS[i % len(TICKERS)], i) for i in range(start, start + count)]
+        CHANNEL,
+        [upstream_message(TICKERS[i % len(TICKERS)], i) for i in range(start, start + count)],
     )
 
 
 async def _position(url: str, redis: RedisServer) -> tuple[str, int]:
     """The epoch and seq of the next quote published (read by a seq=1 client)."""
     async with open_ws(f"{url}/ws/quotes?seq=1") as ws:
-        redis.publish(CHANNEL, quote_bytes("FIRST", 0))
+        redis.publish(CHANNEL, upstream_message("FIRST", 0))
         first = await recv_json(ws)
     return first["epoch"], first["seq"]
 
@@ -203,6 +205,6 @@ async def test_hostile_actions_get_errors_and_no_traceback(
         reply = await recv_json(ws)
         assert (reply["event"], reply["code"]) == ("error", "invalid_message")
         assert len(json.dumps(reply)) < 200
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 7))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 7))
         assert (await recv_json(ws))["volume"] == 7
     assert "Traceback" not in server.log()

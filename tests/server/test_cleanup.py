@@ -9,9 +9,10 @@ import socket
 import psutil
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
 from tests.helpers.rawws import abort, raw_handshake
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import ConnectionClosed, open_ws
 
 pytestmark = pytest.mark.anyio
@@ -70,7 +71,7 @@ async def test_nothing_leaks_whatever_the_way_out(
             s.sendall(b"GET /ws/quotes HTTP/1.1\r\nHost: x\r\n")
     # stalled peers under load: never read, then killed by the server as slow consumers
     stalled = [raw_handshake(server.port, "/ws/quotes", rcvbuf=4096) for _ in range(20)]
-    burst = [quote_bytes("AAPL", i) for i in range(30_000)]
+    burst = [upstream_message("AAPL", i) for i in range(30_000)]
     await asyncio.to_thread(redis_server.publish_many, CHANNEL, burst)
     wait_until(
         lambda: server.metric("quotes_slow_consumer_closes_total") == len(stalled),
@@ -89,5 +90,5 @@ async def test_nothing_leaks_whatever_the_way_out(
     assert accepted == 1 + 100 + 50 + 100 + 50 + 50 + 20
     # the server still serves
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 42))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 42))
         assert json.loads(await asyncio.wait_for(ws.recv(), 10))["volume"] == 42

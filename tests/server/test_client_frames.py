@@ -7,9 +7,10 @@ import re
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, wait_until
 from tests.helpers.rawws import raw_handshake, read_until_closed
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import ConnectionClosed, open_ws, recv_json
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +29,9 @@ async def test_client_messages_never_break_the_stream_and_pings_are_answered(
         error = await recv_json(ws)
         assert error["event"] == "error"
         assert error["code"] == "invalid_json"
-        redis_server.publish_many(CHANNEL, [quote_bytes("MSFT", 1), quote_bytes("AAPL", 2)])
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("MSFT", 1), upstream_message("AAPL", 2)]
+        )
         assert (await recv_json(ws))["volume"] == 2
     assert "sent an invalid message (invalid_json): this is not json" in server.log()
 
@@ -47,7 +50,7 @@ async def test_oversized_client_frame_closes_with_1009(
             await asyncio.wait_for(offender.recv(), 10)
         assert info.value.rcvd is not None
         assert info.value.rcvd.code == 1009
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 3))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 3))
         assert (await recv_json(bystander))["volume"] == 3
 
 
@@ -74,7 +77,7 @@ async def test_connect_and_disconnect_are_logged_with_client_id(
     """Each connection logs its client_id, address, filter, close code and counts."""
     server = start_server(redis_server)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=msft,aapl") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         await recv_json(ws)
     wait_until(lambda: "disconnected" in server.log(), what="disconnect log line")
     log = server.log()

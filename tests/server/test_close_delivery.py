@@ -24,6 +24,7 @@ import psutil
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, eventually
 from tests.helpers.rawws import (
     answer_close,
@@ -232,7 +233,7 @@ async def test_slow_consumer_1013_reaches_a_sending_client_once_it_reads(
         start = 0
         while server.metric("quotes_slow_consumer_closes_total") < 1:
             assert start < 2_000_000, "the client was never closed"
-            batch = [_quote(i) for i in range(start, start + 5000)]
+            batch = [upstream_message(f"T{i % 50}", i) for i in range(start, start + 5000)]
             await asyncio.to_thread(redis_server.publish_many, "quotes.realtime", batch)
             start += 5000
 
@@ -240,13 +241,6 @@ async def test_slow_consumer_1013_reaches_a_sending_client_once_it_reads(
     # recv(); the raw one simply never reads, with a small receive buffer
     got = await _close(client, server, "/ws/quotes", until_closed_as_slow, max_queue=1, rcvbuf=4096)
     assert got == (1013, "Slow consumer")
-
-
-def _quote(i: int) -> bytes:
-    return (
-        f'{{"ticker":"T{i % 50}","timestamp":"2026-02-12T10:30:00Z","open":1,"high":1,'
-        f'"low":1,"close":1,"volume":{i}}}'
-    ).encode()
 
 
 async def _close(
@@ -305,7 +299,9 @@ async def test_an_unresponsive_peer_is_reset_and_leaves_nothing_in_the_kernel(
     try:
         # fill every buffer on the way: the server's kernel keeps a backlog for it
         await asyncio.to_thread(
-            redis_server.publish_many, "quotes.realtime", [_quote(i) for i in range(20_000)]
+            redis_server.publish_many,
+            "quotes.realtime",
+            [upstream_message(f"T{i % 50}", i) for i in range(20_000)],
         )
         await eventually(
             lambda: "disconnected code=1011" in server.log(),

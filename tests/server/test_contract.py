@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import collect_until, open_ws, recv_json
 
 pytestmark = pytest.mark.anyio
@@ -37,7 +38,8 @@ async def test_every_endpoint_streams_filtered_quotes(
     server = start_server(redis_server)
     async with open_ws(f"{server.ws_url}{path}?tickers=aapl") as ws:
         redis_server.publish_many(
-            CHANNEL, [quote_bytes("MSFT", 1), quote_bytes("aapl", 2), quote_bytes("TSLA", 3)]
+            CHANNEL,
+            [upstream_message("MSFT", 1), upstream_message("aapl", 2), upstream_message("TSLA", 3)],
         )
         raw = await asyncio.wait_for(ws.recv(), 10)
     assert isinstance(raw, str)
@@ -63,8 +65,8 @@ async def test_concurrent_clients_get_exactly_their_filters(
         "index": "^GSPC,BRK.B,END",
     }
     tickers = ["AAPL", "MSFT", "GOOGL", "TSLA", "^GSPC", "BRK.B"]
-    messages = [quote_bytes(tickers[i % len(tickers)], i) for i in range(600)]
-    messages.append(quote_bytes("END", 10_000))
+    messages = [upstream_message(tickers[i % len(tickers)], i) for i in range(600)]
+    messages.append(upstream_message("END", 10_000))
     conns = {}
     for name, f in filters.items():
         query = "" if f is None else f"?tickers={f}"
@@ -93,7 +95,7 @@ async def test_unknown_query_parameters_are_ignored(
     """Extra query parameters do not change the handshake or the stream."""
     server = start_server(redis_server)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL&token=x&foo") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 7))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 7))
         assert (await recv_json(ws))["volume"] == 7
 
 
@@ -101,7 +103,7 @@ async def test_latest_mode_is_opt_in(redis_server: RedisServer, start_server: St
     """?mode=latest is accepted and streams quotes like the default mode."""
     server = start_server(redis_server)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL&mode=latest") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 8))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 8))
         assert (await recv_json(ws))["volume"] == 8
 
 
@@ -125,7 +127,7 @@ async def test_per_message_deflate_when_enabled(
     server = start_server(redis_server, ws_per_message_deflate="true")
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
         assert "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
-        redis_server.publish_many(CHANNEL, [quote_bytes("AAPL", i) for i in range(20)])
+        redis_server.publish_many(CHANNEL, [upstream_message("AAPL", i) for i in range(20)])
         assert [(await recv_json(ws))["volume"] for _ in range(20)] == list(range(20))
     assert "raw_frames=False" in server.log()
 
@@ -137,6 +139,6 @@ async def test_deflate_off_by_default_and_frames_prebuilt(
     server = start_server(redis_server)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
         assert ws.response.headers.get("Sec-WebSocket-Extensions") is None
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         assert (await recv_json(ws))["volume"] == 1
     assert "raw_frames=True" in server.log()

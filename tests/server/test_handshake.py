@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, free_port, wait_until
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +47,7 @@ async def test_origin_checked_against_cors_origins(
     assert status == 403
     for origin in ("https://app.example", "http://localhost:3000", None):
         async with open_ws(url, origin=origin) as ws:
-            redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+            redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
             assert (await recv_json(ws))["ticker"] == "AAPL"
     assert server.metric("quotes_ws_handshakes_total", 'outcome="origin_forbidden"') == 2
     assert "effective cors_origins: ['https://app.example', 'http://localhost:3000']" in (
@@ -69,7 +70,7 @@ async def test_redis_down_at_startup_is_503_then_recovers(start_server: StartSer
     try:
         server.wait_ready(timeout=20)
         async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
-            redis.publish(CHANNEL, quote_bytes("AAPL", 3))
+            redis.publish(CHANNEL, upstream_message("AAPL", 3))
             assert (await recv_json(ws))["volume"] == 3
         wait_until(
             lambda: (

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, python_module
 from tests.helpers.rawws import read_all, status_of
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.streaming_app import TICKS
 from tests.helpers.ws import open_ws, recv_json
 
@@ -176,7 +177,7 @@ async def test_past_the_http_connection_cap_new_connections_get_503(
                 assert status_of(response) == 503
                 assert b"\r\nretry-after: 7\r\n" in response.lower()
                 assert b"more than 2 open HTTP connections" in response
-            redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+            redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
             assert (await recv_json(ws))["volume"] == 1
             for idle in (idle1, idle2):
                 # the counted ones are served; the server closing them frees their slots
@@ -195,7 +196,7 @@ async def test_websockets_leave_the_http_connection_count_at_the_upgrade(
     url = f"{server.ws_url}/ws/quotes?tickers=AAPL"
     async with open_ws(url) as a, open_ws(url) as b, open_ws(url) as c:
         assert server.get("/health")[0] == 200
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 4))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 4))
         for ws in (a, b, c):
             assert (await recv_json(ws))["volume"] == 4
     assert _limit_hits(server, "http_connections") == 0

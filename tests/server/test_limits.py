@@ -8,9 +8,10 @@ import socket
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
 from tests.helpers.rawws import exchange, read_all, status_of, upgrade_request
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.uvicorn import PROTECTED, AnsweringServer, uvicorn_factory
 from tests.helpers.ws import (
     ConnectionClosed,
@@ -70,7 +71,7 @@ async def test_oversized_handshakes_are_answered(
     assert status_of(response) == status
     assert reason in response
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:  # still serving
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         assert (await recv_json(ws))["volume"] == 1
     assert "ASGI callable returned without completing handshake" not in server.log()
 
@@ -119,7 +120,7 @@ async def test_incomplete_handshakes_are_dropped_after_the_timeout(
         assert read_all(silent, timeout=20) == b""
     assert server.metric("quotes_limit_hits_total", 'limit="handshake_timeout"') == 2
     async with open_ws(f"{server.ws_url}/ws/quotes") as ws:  # the server is unharmed
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 5))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 5))
         assert (await recv_json(ws))["volume"] == 5
 
 
@@ -144,7 +145,7 @@ async def test_global_and_per_address_caps(
     # the slots free up when the connections end
     wait_until(lambda: server.metric("quotes_ws_connections") == 0, what="connections closed")
     async with open_ws(url) as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 9))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 9))
         assert (await recv_json(ws))["volume"] == 9
     assert server.metric("quotes_ws_handshakes_total", 'outcome="over_capacity"') == 1
 
@@ -162,7 +163,7 @@ async def test_uvicorn_limit_concurrency_does_not_gate_upgrades(redis_server: Re
         url = f"{server.ws_url}/ws/quotes?tickers=AAPL"
         async with open_ws(url), open_ws(url), open_ws(url) as third:
             assert server.get("/health")[0] == 503
-            redis_server.publish(CHANNEL, quote_bytes("AAPL", 3))
+            redis_server.publish(CHANNEL, upstream_message("AAPL", 3))
             assert (await recv_json(third))["volume"] == 3
     finally:
         server.stop()
@@ -190,7 +191,7 @@ async def test_forwarded_for_counts_only_from_trusted_proxies(
             url, additional_headers={"X-Forwarded-For": "203.0.113.2"}
         )
         assert status == 429
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 2))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 2))
         assert (await recv_json(second))["volume"] == 2
     assert "connected from 203.0.113.2:" in trusted.log()
 
@@ -204,7 +205,7 @@ async def test_message_flood_is_closed_with_1008(
     async with open_ws(url) as bystander, open_ws(url) as texter:
         for _ in range(5):  # within the burst: fine
             await texter.send(b"{}")  # binary: ignored, never answered
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         assert (await recv_json(texter))["volume"] == 1
         with contextlib.suppress(ConnectionClosed):
             for _ in range(200):
@@ -221,7 +222,7 @@ async def test_message_flood_is_closed_with_1008(
                 1008,
                 "Policy violation: too many messages",
             )
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 2))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 2))
         assert (await recv_json(bystander))["volume"] == 1
         assert (await recv_json(bystander))["volume"] == 2
     wait_until(

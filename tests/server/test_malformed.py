@@ -13,17 +13,18 @@ from quotes_core.testing import (
     MalformedPayload,
     UpstreamPayload,
     malformed_payloads,
+    upstream_message,
     upstream_payloads,
 )
 from tests.helpers.processes import RedisServer, ServerProcess
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import collect_until, open_ws
 
 pytestmark = pytest.mark.anyio
 
 REASONS = ("json", "encoding", "schema", "ticker", "non_finite", "too_large")
 
-GOOD = json.loads(quote_bytes("AAPL"))
+GOOD = json.loads(upstream_message("AAPL"))
 
 BAD: list[tuple[bytes, str]] = [
     (b"not json at all", "json"),
@@ -49,8 +50,8 @@ async def test_malformed_payloads_never_reach_or_close_clients(
     server = start_server(redis_server)
     messages: list[bytes] = []
     for i, (bad, _reason) in enumerate(BAD):
-        messages += [quote_bytes("AAPL", i), bad]
-    messages.append(quote_bytes("AAPL", 999))
+        messages += [upstream_message("AAPL", i), bad]
+    messages.append(upstream_message("AAPL", 999))
     async with open_ws(f"{server.ws_url}/ws/quotes") as ws:
         redis_server.publish_many(CHANNEL, messages)
         got = await collect_until(ws, lambda q: q["volume"] == 999)
@@ -96,7 +97,7 @@ async def test_generated_payloads_are_forwarded_or_counted_by_reason(
         start_server, start_server(redis_server)
     )  # one server for all the examples: Hypothesis reuses the test's fixtures
     before = invalid_counts(server)
-    end = quote_bytes("ZZZZ", 999)
+    end = upstream_message("ZZZZ", 999)
     async with open_ws(f"{server.ws_url}/ws/quotes") as ws:
         redis_server.publish_many(CHANNEL, [p.raw for p in batch] + [end])
         got = await collect_until(ws, lambda q: q["ticker"] == "ZZZZ")

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from quotes_server.metrics import DISCONNECT_CODES, disconnect_label
 from tests.helpers.processes import RedisServer, wait_until
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import collect_until, open_ws
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +24,7 @@ async def test_forwarded_frames_and_socket_writes(
     round writes to at least one client).
     """
     server = start_server(redis_server)
-    messages = [quote_bytes("AAPL", i) for i in range(500)]
+    messages = [upstream_message("AAPL", i) for i in range(500)]
     async with open_ws(f"{server.ws_url}/ws/quotes") as a, open_ws(f"{server.ws_url}/ws") as b:
         redis_server.publish_many(CHANNEL, messages)
         for ws in (a, b):

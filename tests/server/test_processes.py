@@ -12,8 +12,9 @@ import sys
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, python_module, wait_until
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import collect_until, open_ws, wait_closed
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +35,7 @@ async def test_two_servers_on_one_redis_deliver_the_same_quotes(
         open_ws(f"{one.ws_url}/ws/quotes?tickers=AAPL,END") as a,
         open_ws(f"{two.ws_url}/v1/ws?tickers=AAPL,END") as b,
     ):
-        msgs = [quote_bytes("AAPL", i) for i in range(50)] + [quote_bytes("END", 50)]
+        msgs = [upstream_message("AAPL", i) for i in range(50)] + [upstream_message("END", 50)]
         redis_server.publish_many(CHANNEL, msgs)
         got = await asyncio.gather(
             *(collect_until(ws, lambda q: q["ticker"] == "END") for ws in (a, b))
@@ -48,7 +49,7 @@ async def test_workers_each_subscribe(redis_server: RedisServer, start_server: S
     server = start_server(redis_server, workers=2)
     wait_until(lambda: subscribers(redis_server) == 2, what="two subscriptions")
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         assert json.loads(await asyncio.wait_for(ws.recv(), 10))["volume"] == 1
 
 

@@ -8,8 +8,9 @@ import signal
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json, wait_closed
 
 pytestmark = pytest.mark.anyio
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.anyio
 async def assert_recovers(redis: RedisServer, server: ServerProcess) -> None:
     server.wait_ready(timeout=30)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
-        redis.publish(CHANNEL, quote_bytes("AAPL", 99))
+        redis.publish(CHANNEL, upstream_message("AAPL", 99))
         assert (await recv_json(ws))["volume"] == 99
 
 
@@ -28,7 +29,7 @@ async def test_redis_killed_closes_clients_with_1011_then_recovers(
     """Redis killed: after the grace period clients get 1011, handshakes 503; then recovery."""
     server = start_server(redis_server, grace_period=1)
     async with open_ws(f"{server.ws_url}/v1/ws/quotes?tickers=AAPL") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         assert (await recv_json(ws))["volume"] == 1
         redis_server.stop()
         closed = await wait_closed(ws)
@@ -57,7 +58,7 @@ async def test_short_outage_within_grace_keeps_clients(
             timeout=20,
             what="re-subscription",
         )
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 5))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 5))
         assert (await recv_json(ws))["volume"] == 5
         assert json.loads(server.get("/ready")[1])["connections"] == 1
     assert 'code="1011"' not in server.get("/metrics")[1]

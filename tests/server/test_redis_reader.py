@@ -7,8 +7,9 @@ import json
 import pytest
 from redis import Redis
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, wait_until
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import open_ws, recv_json
 
 pytestmark = pytest.mark.anyio
@@ -26,7 +27,7 @@ async def test_a_burst_many_turns_long_arrives_whole_and_in_order(
     options = {} if flush_window is None else {"flush_window": flush_window}
     server = start_server(redis_server, **options)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL,MSFT") as ws:
-        burst = [quote_bytes("AAPL" if i % 2 else "MSFT", i) for i in range(5_000)]
+        burst = [upstream_message("AAPL" if i % 2 else "MSFT", i) for i in range(5_000)]
         redis_server.publish_many(CHANNEL, burst)
         volumes = [(await recv_json(ws))["volume"] for _ in range(5_000)]
     assert volumes == list(range(5_000))
@@ -44,7 +45,7 @@ async def test_password_in_the_url_is_used_and_a_wrong_one_is_reported(
     publisher = Redis.from_url(f"redis://:s3cr3t@{base}")
     try:
         async with open_ws(f"{good.ws_url}/ws/quotes?tickers=AAPL") as ws:
-            publisher.publish(CHANNEL, quote_bytes("AAPL", 7))
+            publisher.publish(CHANNEL, upstream_message("AAPL", 7))
             assert (await recv_json(ws))["volume"] == 7
     finally:
         publisher.close()
@@ -75,7 +76,7 @@ async def test_a_quiet_channel_is_kept_alive_by_pongs(
             timeout=10,
             what="the invalid message counted",
         )
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 2))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 2))
         assert (await recv_json(ws))["volume"] == 2
     assert server.metric("quotes_upstream_messages_total") == 2
     assert server.metric("quotes_upstream_reconnects_total") == 0

@@ -30,9 +30,10 @@ from typing import Any
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, TestSetupError, wait_until
 from tests.helpers.rawws import raw_handshake
-from tests.helpers.server import CHANNEL, quote_bytes, server_factory
+from tests.helpers.server import CHANNEL, server_factory
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 RSV1, RSV2, RSV3 = 0x4, 0x2, 0x1
@@ -438,7 +439,7 @@ def test_server_still_streams_after_the_cases(
         sock.sendall(text(ping_action("ready")))
         opcode, payload = frames.next()
         assert (opcode, json.loads(payload)["event"]) == (TEXT, "pong")
-        redis.publish(CHANNEL, quote_bytes("AAPL", 42))
+        redis.publish(CHANNEL, upstream_message("AAPL", 42))
         opcode, payload = frames.next()
         assert opcode == TEXT
         assert json.loads(payload)["volume"] == 42

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from quotes_core import Mode, Position, StreamOptions, TickerFilter
+from quotes_core.testing import upstream_message
 from quotes_server.connection import Connection
 from quotes_server.metrics import Metrics
 from quotes_server.runtime import Runtime
 from quotes_server.settings import Settings
 from quotes_server.sources import Sink, SourceState
-from tests.helpers.server import quote_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -91,7 +91,7 @@ class Harness:
     tasks: list[asyncio.Task[int | None]] = field(default_factory=list)
 
     def publish(self, ticker: str, seq: int = 0) -> None:
-        self.runtime.on_message(quote_bytes(ticker, seq))
+        self.runtime.on_message(upstream_message(ticker, seq))
 
     def connect(
         self, tickers: str | None = None, options: StreamOptions | None = None

@@ -10,8 +10,9 @@ import pytest
 from redis import Redis
 
 from quotes_core import ShardMap
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import ROOT, RedisServer, wait_until
-from tests.helpers.server import StartServer, quote_bytes
+from tests.helpers.server import StartServer
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json, wait_closed
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +22,7 @@ SHARDS = ShardMap("quotes.realtime", 16)
 
 def spublish(redis: RedisServer, ticker: str, seq: int) -> int:
     """SPUBLISH a quote on its ticker's shard channel; return the receiver count."""
-    reply = redis.command("SPUBLISH", SHARDS.channel(ticker), quote_bytes(ticker, seq))
+    reply = redis.command("SPUBLISH", SHARDS.channel(ticker), upstream_message(ticker, seq))
     assert reply.startswith(b":"), reply
     return int(reply[1:].split(b"\r\n")[0])
 
@@ -76,7 +77,7 @@ async def test_sharded_mode_ignores_the_contract_channel(
     """In sharded mode a classic PUBLISH on quotes.realtime reaches nobody."""
     server = start_server(redis_server, upstream="sharded")
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
-        assert redis_server.publish("quotes.realtime", quote_bytes("AAPL", 1)) == 0
+        assert redis_server.publish("quotes.realtime", upstream_message("AAPL", 1)) == 0
         spublish(redis_server, "AAPL", 2)
         assert (await recv_json(ws))["volume"] == 2
 
@@ -86,7 +87,7 @@ async def test_quotes_publish_sharded_reaches_sharded_servers(
 ) -> None:
     """quotes-publish --upstream sharded SPUBLISHes each line on its ticker's shard channel."""
     server = start_server(redis_server, upstream="sharded", shards=4)
-    lines = b"".join(quote_bytes(t, i) + b"\n" for i, t in enumerate(["AAPL", "MSFT", "AAPL"]))
+    lines = b"".join(upstream_message(t, i) + b"\n" for i, t in enumerate(["AAPL", "MSFT", "AAPL"]))
     lines += b"not json\n"
     async with open_ws(f"{server.ws_url}/ws/quotes") as ws:
         done = subprocess.run(  # noqa: ASYNC221 (a short CLI run; the server is another process)
@@ -198,7 +199,7 @@ async def test_a_sharded_burst_arrives_whole_and_in_order(
     server = start_server(redis_server, upstream="sharded")
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL,MSFT") as ws:
         for ticker in ("AAPL", "MSFT"):
-            burst = [quote_bytes(ticker, i) for i in range(2_500)]
+            burst = [upstream_message(ticker, i) for i in range(2_500)]
             redis_server.publish_many(SHARDS.channel(ticker), burst, command="SPUBLISH")
         got = [await recv_json(ws) for _ in range(5_000)]
     for ticker in ("AAPL", "MSFT"):
@@ -222,7 +223,7 @@ async def test_sharded_links_auth_from_the_url_and_are_kept_alive_by_pongs(
     try:
         async with open_ws(f"{good.ws_url}/ws/quotes?tickers=AAPL") as ws:
             wait_until(lambda: _pings(admin) >= 3, timeout=20, what="three PINGs")
-            assert admin.spublish(SHARDS.channel("AAPL"), quote_bytes("AAPL", 5)) == 1
+            assert admin.spublish(SHARDS.channel("AAPL"), upstream_message("AAPL", 5)) == 1
             assert (await recv_json(ws))["volume"] == 5
     finally:
         admin.close()

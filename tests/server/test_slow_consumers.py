@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, wait_until
 from tests.helpers.rawws import raw_handshake, read_until_closed
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import collect_until, open_ws
 
 pytestmark = pytest.mark.anyio
@@ -30,8 +31,8 @@ async def test_stalled_client_does_not_stall_others_and_is_closed(
             open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL,MSFT,END", max_queue=None) as b,
         ):
             tickers = ["AAPL", "MSFT", "GOOGL", "TSLA"]
-            messages = [quote_bytes(tickers[i % 4], i) for i in range(N)]
-            messages.append(quote_bytes("END", N))
+            messages = [upstream_message(tickers[i % 4], i) for i in range(N)]
+            messages.append(upstream_message("END", N))
             publishing = asyncio.create_task(
                 asyncio.to_thread(redis_server.publish_many, CHANNEL, messages)
             )
@@ -68,7 +69,7 @@ async def test_slow_reader_gets_the_newest_quote_of_every_ticker(
     # small client buffers and window so the backlog stays in the server
     async with open_ws(f"{server.ws_url}/ws/quotes", max_queue=4) as ws:
         # no reading while everything is published
-        messages = [quote_bytes(tickers[i % 3], i) for i in range(N)]
+        messages = [upstream_message(tickers[i % 3], i) for i in range(N)]
         await asyncio.to_thread(redis_server.publish_many, CHANNEL, messages)
         last = {t: max(i for i in range(N) if i % 3 == k) for k, t in enumerate(tickers)}
         seen_last: set[str] = set()

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection
 
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, wait_until
-from tests.helpers.server import CHANNEL, StartServer, quote_bytes
+from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json
 
 pytestmark = pytest.mark.anyio
@@ -49,10 +50,10 @@ async def test_snapshot_first_then_live_and_plain_clients_get_no_snapshot(
         redis_server,
         server,
         [
-            quote_bytes("AAPL", 1),
-            quote_bytes("MSFT", 2),
-            quote_bytes("AAPL", 3),
-            quote_bytes("X", 4),
+            upstream_message("AAPL", 1),
+            upstream_message("MSFT", 2),
+            upstream_message("AAPL", 3),
+            upstream_message("X", 4),
         ],
     )
     url = f"{server.ws_url}/ws/quotes?tickers=AAPL,MSFT"
@@ -60,7 +61,7 @@ async def test_snapshot_first_then_live_and_plain_clients_get_no_snapshot(
         first = [await recv_json(snap), await recv_json(snap)]
         assert vols(first) == [("MSFT", 2), ("AAPL", 3)]
         assert list(first[0]) == CONTRACT_KEYS
-        redis_server.publish(CHANNEL, quote_bytes("MSFT", 5))
+        redis_server.publish(CHANNEL, upstream_message("MSFT", 5))
         assert vols([await recv_json(snap)]) == [("MSFT", 5)]
         assert vols([await recv_json(plain)]) == [("MSFT", 5)]
 
@@ -74,7 +75,7 @@ async def test_seq_adds_position_fields_after_the_contract_fields(
         open_ws(f"{server.ws_url}/ws/quotes?seq=1") as seq_ws,
         open_ws(f"{server.ws_url}/ws/quotes") as plain,
     ):
-        redis_server.publish_many(CHANNEL, [quote_bytes(t, n) for n, t in enumerate("ABAB")])
+        redis_server.publish_many(CHANNEL, [upstream_message(t, n) for n, t in enumerate("ABAB")])
         for _ in range(4):
             raw_plain = await asyncio.wait_for(plain.recv(), 10)
             raw_seq = await asyncio.wait_for(seq_ws.recv(), 10)
@@ -83,7 +84,7 @@ async def test_seq_adds_position_fields_after_the_contract_fields(
             assert raw_seq.startswith(raw_plain[:-1] + ',"seq":')
             assert "seq" not in json.loads(raw_plain)
         # one more pair to check order and the epoch
-        redis_server.publish_many(CHANNEL, [quote_bytes("A", 10), quote_bytes("B", 11)])
+        redis_server.publish_many(CHANNEL, [upstream_message("A", 10), upstream_message("B", 11)])
         a, b = await recv_json(seq_ws), await recv_json(seq_ws)
     assert list(a)[-2:] == ["seq", "epoch"]
     assert b["seq"] == a["seq"] + 1
@@ -115,14 +116,16 @@ async def test_actions_change_the_filter_live_and_bad_ones_get_error_frames(
 ) -> None:
     """subscribe/unsubscribe/set/ping answered in order; bad messages keep the socket open."""
     server = start_server(redis_server)
-    publish_and_wait(redis_server, server, [quote_bytes("MSFT", 1)])
+    publish_and_wait(redis_server, server, [upstream_message("MSFT", 1)])
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL&snapshot=1") as ws:
         await ws.send('{"action":"subscribe","tickers":["msft","GOOGL"]}')
         assert await recv_json(ws) == {"event": "subscribed", "tickers": ["AAPL", "GOOGL", "MSFT"]}
         assert vols([await recv_json(ws)]) == [("MSFT", 1)]  # the newly added ticker's snapshot
         await ws.send('{"action":"unsubscribe","tickers":["AAPL"]}')
         assert await recv_json(ws) == {"event": "subscribed", "tickers": ["GOOGL", "MSFT"]}
-        redis_server.publish_many(CHANNEL, [quote_bytes("AAPL", 2), quote_bytes("GOOGL", 3)])
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("AAPL", 2), upstream_message("GOOGL", 3)]
+        )
         assert vols([await recv_json(ws)]) == [("GOOGL", 3)]
         bad = {
             "{nope": "invalid_json",
@@ -148,7 +151,7 @@ async def test_actions_change_the_filter_live_and_bad_ones_get_error_frames(
         assert await recv_json(ws) == {"event": "subscribed", "tickers": "*"}
         # AAPL is new again: its snapshot is the quote published while unsubscribed
         assert vols([await recv_json(ws)]) == [("AAPL", 2)]
-        redis_server.publish(CHANNEL, quote_bytes("ZZZ", 4))
+        redis_server.publish(CHANNEL, upstream_message("ZZZ", 4))
         assert vols([await recv_json(ws)]) == [("ZZZ", 4)]
 
 
@@ -159,7 +162,8 @@ async def test_max_hz_conflates_to_the_newest_quote(
     server = start_server(redis_server)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL,MSFT&max_hz=2") as ws:
         redis_server.publish_many(
-            CHANNEL, [quote_bytes("AAPL", n) for n in range(1, 41)] + [quote_bytes("MSFT", 99)]
+            CHANNEL,
+            [upstream_message("AAPL", n) for n in range(1, 41)] + [upstream_message("MSFT", 99)],
         )
         got: list[tuple[str, int]] = []
         while ("AAPL", 40) not in got or ("MSFT", 99) not in got:
@@ -177,7 +181,7 @@ async def test_batch_sends_arrays_per_flush_with_nothing_lost(
     """batch=1: every quote frame is a JSON array; all quotes arrive once, in order."""
     server = start_server(redis_server)
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL&batch=1") as ws:
-        redis_server.publish_many(CHANNEL, [quote_bytes("AAPL", n) for n in range(200)])
+        redis_server.publish_many(CHANNEL, [upstream_message("AAPL", n) for n in range(200)])
         seen: list[int] = []
         frames = 0
         while len(seen) < 200:
@@ -193,7 +197,9 @@ async def test_batch_sends_arrays_per_flush_with_nothing_lost(
 async def test_all_options_combined(redis_server: RedisServer, start_server: StartServer) -> None:
     """snapshot+seq+max_hz+batch+mode=latest+actions together keep every promise."""
     server = start_server(redis_server)
-    publish_and_wait(redis_server, server, [quote_bytes("AAPL", 1), quote_bytes("MSFT", 2)])
+    publish_and_wait(
+        redis_server, server, [upstream_message("AAPL", 1), upstream_message("MSFT", 2)]
+    )
     query = "tickers=AAPL&snapshot=1&seq=1&max_hz=50&batch=1&mode=latest"
     async with open_ws(f"{server.ws_url}/ws/quotes?{query}") as ws:
         snapshot = await recv_any(ws)
@@ -204,7 +210,7 @@ async def test_all_options_combined(redis_server: RedisServer, start_server: Sta
         msft = await recv_any(ws)
         assert [(q["ticker"], q["volume"]) for q in msft] == [("MSFT", 2)]
         assert msft[0]["seq"] > snapshot[0]["seq"]
-        redis_server.publish_many(CHANNEL, [quote_bytes("MSFT", n) for n in range(3, 30)])
+        redis_server.publish_many(CHANNEL, [upstream_message("MSFT", n) for n in range(3, 30)])
         last: list[int] = []
         while 29 not in last:
             frame = await recv_any(ws)
@@ -224,11 +230,17 @@ async def test_resume_after_a_dropped_tcp_connection_gets_exactly_the_missed_quo
     server = start_server(redis_server)
     url = f"{server.ws_url}/ws/quotes?tickers=AAPL,MSFT"
     async with open_ws(url + "&seq=1") as ws:
-        redis_server.publish_many(CHANNEL, [quote_bytes("AAPL", 1), quote_bytes("MSFT", 2)])
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("AAPL", 1), upstream_message("MSFT", 2)]
+        )
         seen = [await recv_json(ws), await recv_json(ws)]
         ws.transport.abort()  # the TCP connection is dropped, no close handshake
     wait_until(lambda: server.metric("quotes_ws_connections") == 0, what="server saw the drop")
-    missed = [quote_bytes("AAPL", 3), quote_bytes("GOOGL", 4), quote_bytes("MSFT", 5)]
+    missed = [
+        upstream_message("AAPL", 3),
+        upstream_message("GOOGL", 4),
+        upstream_message("MSFT", 5),
+    ]
     publish_and_wait(redis_server, server, missed)
     last = seen[-1]
     async with open_ws(f"{url}&since={last['epoch']}:{last['seq']}") as ws:
@@ -242,7 +254,7 @@ async def test_resume_after_a_dropped_tcp_connection_gets_exactly_the_missed_quo
         replay = [await recv_json(ws), await recv_json(ws)]
         assert vols(replay) == [("AAPL", 3), ("MSFT", 5)]
         assert [q["seq"] for q in replay] == [last["seq"] + 1, last["seq"] + 3]
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 6))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 6))
         live = await recv_json(ws)
         assert (live["volume"], live["seq"]) == (6, last["seq"] + 4)
 
@@ -253,12 +265,14 @@ async def test_resume_after_a_server_restart_falls_back_to_the_snapshot(
     """Another process (new epoch): recovered:false, then the snapshot when asked for."""
     first = start_server(redis_server)
     async with open_ws(f"{first.ws_url}/ws/quotes?seq=1&tickers=AAPL") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         old = await recv_json(ws)
     port = first.port
     first.stop()
     second = start_server(redis_server, port=port)
-    publish_and_wait(redis_server, second, [quote_bytes("AAPL", 2), quote_bytes("MSFT", 3)])
+    publish_and_wait(
+        redis_server, second, [upstream_message("AAPL", 2), upstream_message("MSFT", 3)]
+    )
     since = f"{old['epoch']}:{old['seq']}"
     url = f"{second.ws_url}/ws/quotes?tickers=AAPL&since={since}"
     async with open_ws(url + "&snapshot=1") as ws:
@@ -270,7 +284,7 @@ async def test_resume_after_a_server_restart_falls_back_to_the_snapshot(
         assert recovered["seq"] == 2
     async with open_ws(url) as ws:  # without snapshot=1: just the live stream
         assert (await recv_json(ws))["recovered"] is False
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 4))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 4))
         assert (await recv_json(ws))["volume"] == 4
 
 
@@ -280,9 +294,9 @@ async def test_history_window_bound_and_upstream_outage_end_resumability(
     """Past the window's count, or across an upstream outage (new epoch), resume fails."""
     server = start_server(redis_server, history_size=3, grace_period=60)
     async with open_ws(f"{server.ws_url}/ws/quotes?seq=1") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         first = await recv_json(ws)
-        redis_server.publish_many(CHANNEL, [quote_bytes("AAPL", n) for n in range(2, 6)])
+        redis_server.publish_many(CHANNEL, [upstream_message("AAPL", n) for n in range(2, 6)])
         for _ in range(4):
             await recv_json(ws)
         base = f"{server.ws_url}/ws/quotes?since={first['epoch']}"
@@ -297,7 +311,7 @@ async def test_history_window_bound_and_upstream_outage_end_resumability(
             lambda: server.metric("quotes_upstream_reconnects_total") >= 1, timeout=30,
             what="upstream re-subscribed",
         )  # fmt: skip
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 6))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 6))
         after = await recv_json(ws)
         assert after["volume"] == 6
         assert after["epoch"] != first["epoch"]
@@ -328,5 +342,7 @@ async def test_token_grant_limits_actions(
             assert (frame["event"], frame["code"]) == ("error", "forbidden")
         await ws.send('{"action":"set","tickers":["MSFT"]}')
         assert await recv_json(ws) == {"event": "subscribed", "tickers": ["MSFT"]}
-        redis_server.publish_many(CHANNEL, [quote_bytes("AAPL", 1), quote_bytes("MSFT", 2)])
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("AAPL", 1), upstream_message("MSFT", 2)]
+        )
         assert vols([await recv_json(ws)]) == [("MSFT", 2)]

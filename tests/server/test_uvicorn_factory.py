@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from quotes_core.testing import upstream_message
 from quotes_server.guard import uvicorn_command
 from quotes_server.settings import Settings
 from tests.helpers.processes import RedisServer, ServerProcess
-from tests.helpers.server import CHANNEL, quote_bytes
+from tests.helpers.server import CHANNEL
 from tests.helpers.uvicorn import PROTECTED, AnsweringServer, uvicorn_factory
 from tests.helpers.ws import handshake_rejection, open_ws, recv_json
 
@@ -115,7 +116,7 @@ async def test_with_our_protocols_tokens_are_redacted(
     server = _start(processes, redis_server, uvicorn_factory(*PROTECTED), auth_tokens=TOKEN)
     assert server.get(f"/health?access_token={TOKEN}")[0] == 200
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL&access_token={TOKEN}") as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 1))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 1))
         assert (await recv_json(ws))["volume"] == 1
     log = server.log()
     assert '"GET /health?access_token=[redacted] HTTP/1.1" 200' in log  # uvicorn.access
@@ -135,7 +136,7 @@ async def test_trusted_proxies_with_the_matching_uvicorn_option(
     )
     url = f"{server.ws_url}/ws/quotes?tickers=AAPL"
     async with open_ws(url, additional_headers={"X-Forwarded-For": "203.0.113.9"}) as ws:
-        redis_server.publish(CHANNEL, quote_bytes("AAPL", 2))
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 2))
         assert (await recv_json(ws))["volume"] == 2
     assert "connected from 203.0.113.9:" in server.log()
 

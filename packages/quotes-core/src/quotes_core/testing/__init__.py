@@ -22,6 +22,11 @@ examples):
 * raw upstream messages: :func:`upstream_payloads` (valid, with the quote they
   parse to) and :func:`malformed_payloads` (with the reason the server counts).
 
+One quote builder for examples and tests (:mod:`quotes_core.testing.builders`):
+:func:`make_quote` (a valid quote whose ``volume`` is a number you choose),
+:func:`quote_payload` (its JSON as the server sends it) and
+:func:`upstream_message` (the bytes an upstream publishes for it).
+
 Importing this module registers :func:`quotes` for :class:`~quotes_core.Quote`,
 so ``st.from_type(Quote)`` and ``st.builds(...)`` with a ``Quote`` argument work.
 
@@ -41,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess by th
     ) from exc
 
 from quotes_core.schema import Quote
+from quotes_core.testing.builders import BASE_TIME, make_quote, quote_payload, upstream_message
 from quotes_core.testing.laws import (
     FilterFactory,
     FilterLike,
@@ -80,6 +86,7 @@ from quotes_core.testing.strategies import (
 _st.register_type_strategy(Quote, quotes())
 
 __all__ = [
+    "BASE_TIME",
     "SMALL_UNIVERSE",
     "FilterFactory",
     "FilterLike",
@@ -99,14 +106,17 @@ __all__ = [
     "law_order_and_duplicates_irrelevant",
     "law_subscribe_is_union",
     "law_unsubscribe_is_difference",
+    "make_quote",
     "malformed_payloads",
     "prices",
     "quote_json",
+    "quote_payload",
     "quote_streams",
     "quotes",
     "reference_filter",
     "tickers",
     "timestamps",
     "universe_tickers",
+    "upstream_message",
     "upstream_payloads",
 ]
