@@ -50,7 +50,6 @@ class LinkOwner(Protocol):
     timeout: float
     ping_interval: float
     pong_timeout: float
-    reconnects: int
     username: str | None
     password: str | None
     tls: bool
@@ -127,7 +126,8 @@ class ShardLink:
         self.wanted: frozenset[str] = frozenset()
         self.confirmed: set[str] = set()
         self.up = False
-        self.was_up = False
+        self.connects = 0
+        """How many times this link came up (more than once: it reconnected)."""
         self._requested: set[str] = set()
         self._leaving: set[str] = set()
         self._sent: deque[tuple[str, str]] = deque()
@@ -152,9 +152,7 @@ class ShardLink:
             try:
                 conn = await self._connect()
                 self.up = True
-                if self.was_up:
-                    src.reconnects += 1
-                self.was_up = True
+                self.connects += 1
                 backoff.reset()
                 src.link_changed(self, None)
                 self._kick.set()

@@ -312,8 +312,7 @@ class ShardedRedisSource:
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug in one link must not stop the others
-            log.exception("shard link %s crashed", link.address)
-            link.up = False
+            log.exception("shard link %s crashed", link.address)  # it reset itself: down
             self.link_changed(link, None)
 
     async def _stop_links(self, links: list[ShardLink]) -> None:
@@ -354,9 +353,11 @@ class ShardedRedisSource:
     def link_changed(self, link: ShardLink, exc: BaseException | None) -> None:
         if link.up:
             self._health.ever_up = True
+            if link.connects > 1:
+                self.reconnects += 1
         if exc is not None:
             detail = f"{type(exc).__name__}: {exc}"
-            if link.was_up:
+            if link.connects:
                 log.warning("redis %s:%s lost (%s); reconnecting", *link.address, detail)
             else:
                 log.warning("redis %s:%s unavailable (%s); retrying", *link.address, detail)
