@@ -46,8 +46,8 @@ async def test_resume_after_a_tcp_drop_yields_exactly_the_missed_quotes(
             CHANNEL, [upstream_message("AAPL", 1), upstream_message("MSFT", 2)]
         )
         assert [q.volume for q in await take(client, 2)] == [1, 2]
-        assert client._ws is not None
-        client._ws.transport.abort()  # the client's TCP connection drops
+        assert client._loop.ws is not None
+        client._loop.ws.transport.abort()  # the client's TCP connection drops
         await gated_sleep.wait_calls(1)
         wait_until(lambda: server.metric("quotes_ws_connections") == 0, what="the drop")
         missed = [

@@ -3,10 +3,10 @@
 
 Two tasks meet at a :class:`~quotes_client.buffer.BoundedBuffer`:
 
-* the *connection loop* (started by ``async with``) opens a WebSocket, reads
-  every message, validates it with :func:`quotes_core.validate_quote`, records
-  its latency and puts it in the buffer; when the connection ends it asks
-  :mod:`quotes_client.policy` whether to reconnect, and if so waits the
+* the *connection loop* (:class:`~quotes_client.loop.ConnectionLoop`, started by
+  ``async with``) opens a WebSocket, reads every message, hands it to the engine,
+  records each quote's latency and puts it in the buffer; when the connection ends
+  it asks :mod:`quotes_client.policy` whether to reconnect, and if so waits the
   :class:`quotes_core.Backoff` delay first;
 * the *consumer* (``async for quote in client`` or ``client.batches()``)
   takes quotes out of the buffer.
@@ -15,7 +15,9 @@ The protocol's state lives in a sans-I/O :class:`~quotes_client.engine.ClientEng
 each connection's URL, the filter (live changes are settled by the server's
 ``subscribed`` reply), the opt-in options (``snapshot``, ``max_hz``, ``batch``,
 ``resume``), the resume position and its gaps, and what each frame gives (quotes,
-events, answers). This class moves frames and keeps time around it.
+events, answers). Events go through an :class:`~quotes_client.announcer.Announcer`
+(the client's state, listeners, ``on_event``, the log). This class is the public
+face over them: options, iteration, filter changes, introspection.
 
 The backoff is reset only after a connection stayed open ``healthy_after``
 seconds (10 by default), so a server that accepts and then closes at once is
@@ -30,40 +32,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 from websockets.typing import Origin
 
+from quotes_client.announcer import Announcer
 from quotes_client.buffer import DEFAULT_BUFFER_SIZE, BoundedBuffer, BufferClosed, Overflow
-from quotes_client.engine import Answer, ClientEngine
-from quotes_client.errors import ActionRejected, RetriesExhausted, StreamError
-from quotes_client.events import (
-    BackingOff,
-    Closed,
-    Connected,
-    ConnectFailed,
-    Connecting,
-    ConnectionEvent,
-    Disconnected,
-    EventStream,
-    Failed,
-    FilterChanged,
-    Gap,
-    Recovered,
-    ServerError,
-)
-from quotes_client.policy import Outcome, classify_close, classify_connect_error
-from quotes_client.protocol import (
-    Action,
-    ProtocolOptions,
-)
-from quotes_client.ratelimit import RateLimitedLog
+from quotes_client.engine import ClientEngine
+from quotes_client.errors import StreamError
+from quotes_client.events import Closed, ConnectionEvent, EventStream, Failed
+from quotes_client.loop import RETRY_AFTER_CAP, ConnectionLoop, LoopSettings
+from quotes_client.protocol import Action, ProtocolOptions
 from quotes_client.stats import (
     DEFAULT_LATENCY_WINDOW,
     ClientState,
@@ -71,7 +53,7 @@ from quotes_client.stats import (
     Latency,
     LatencyStats,
 )
-from quotes_core import Backoff, InvalidQuote, Quote, TickerFilter
+from quotes_core import Backoff, Quote, TickerFilter
 
 __all__ = [
     "DEFAULT_ACTION_TIMEOUT",
@@ -89,22 +71,8 @@ DEFAULT_OPEN_TIMEOUT = 30.0
 DEFAULT_HEALTHY_AFTER = 10.0
 """Seconds a connection must stay open before the backoff starts again at 1 s."""
 
-RETRY_AFTER_CAP = 60.0
-"""Longest ``Retry-After`` honoured, in seconds (the backoff's own cap)."""
-
 DEFAULT_ACTION_TIMEOUT = 10.0
 """Seconds ``subscribe()``, ``unsubscribe()`` and ``set_tickers()`` wait for the reply."""
-
-# protocol events (Recovered, FilterChanged, ServerError, Gap) leave the state as it is
-_STATES: dict[type, ClientState] = {
-    Connecting: ClientState.CONNECTING,
-    Connected: ClientState.CONNECTED,
-    ConnectFailed: ClientState.DISCONNECTED,
-    Disconnected: ClientState.DISCONNECTED,
-    BackingOff: ClientState.BACKING_OFF,
-    Failed: ClientState.FAILED,
-    Closed: ClientState.CLOSED,
-}
 
 
 class QuotesClient:
@@ -213,40 +181,37 @@ class QuotesClient:
             raise ValueError("action_timeout must be positive")
         self._engine = ClientEngine(url, tickers, ProtocolOptions(snapshot, max_hz, batch, resume))
         self._action_timeout = action_timeout
-        self._ws: ClientConnection | None = None
-        self._replies: deque[asyncio.Future[TickerFilter | None]] = deque()
         self.url = self._engine.next_url()
         self._buffer: BoundedBuffer[Quote] = BoundedBuffer(buffer_size, overflow)
-        self._connect_kwargs: dict[str, Any] = {
-            "origin": Origin(origin) if origin is not None else None,
-            "additional_headers": dict(headers) if headers else None,
-            "open_timeout": open_timeout,
-            "ping_interval": ping_interval,
-            "ping_timeout": ping_timeout,
-            "close_timeout": close_timeout,
-            "max_queue": max_queue,
-            **(connect_options or {}),
-        }
-        self._max_retries = max_retries
-        self._stale_timeout = stale_timeout
-        self._healthy_after = healthy_after
-        self._backoff = backoff or Backoff()
-        self._on_event = on_event
-        self._sleep = sleep
-        self._clock = clock
-        self._wall_clock = wall_clock
-        self._latency = LatencyStats(latency_window)
-        self._invalid_log = RateLimitedLog(logger, clock=clock)
-        self._streams: list[EventStream] = []
-        self._state = ClientState.IDLE
-        self._changed = asyncio.Event()
+        self._announcer = Announcer(on_event)
+        self._loop = ConnectionLoop(
+            self._engine,
+            self._buffer,
+            self._announcer,
+            LoopSettings(
+                connect_kwargs={
+                    "origin": Origin(origin) if origin is not None else None,
+                    "additional_headers": dict(headers) if headers else None,
+                    "open_timeout": open_timeout,
+                    "ping_interval": ping_interval,
+                    "ping_timeout": ping_timeout,
+                    "close_timeout": close_timeout,
+                    "max_queue": max_queue,
+                    **(connect_options or {}),
+                },
+                max_retries=max_retries,
+                stale_timeout=stale_timeout,
+                healthy_after=healthy_after,
+                backoff=backoff or Backoff(),
+                sleep=sleep,
+                clock=clock,
+                wall_clock=wall_clock,
+            ),
+            LatencyStats(latency_window),
+        )
         self._task: asyncio.Task[None] | None = None
         self._finished = False
         self._error: StreamError | None = None
-        self._received = 0
-        self._invalid = 0
-        self._attempts = 0
-        self._connects = 0
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -346,12 +311,7 @@ class QuotesClient:
         Call it before ``async with`` to see the first ``Connecting`` too. It ends
         after the client's last event.
         """
-        stream = EventStream(self._unsubscribe, maxlen)
-        if self._state in (ClientState.CLOSED, ClientState.FAILED):
-            stream.end()
-        else:
-            self._streams.append(stream)
-        return stream
+        return self._announcer.listen(maxlen)
 
     async def wait_connected(self) -> None:
         """
@@ -361,12 +321,12 @@ class QuotesClient:
             StreamError: the client failed for good.
             RuntimeError: the client was closed.
         """
-        while self._state is not ClientState.CONNECTED:
+        while self.state is not ClientState.CONNECTED:
             if self._error is not None:
                 raise self._error
-            if self._state is ClientState.CLOSED:
+            if self.state is ClientState.CLOSED:
                 raise RuntimeError("the client is closed")
-            await self._changed.wait()
+            await self._announcer.changed()
 
     # -- the live filter ---------------------------------------------------------
 
@@ -419,11 +379,11 @@ class QuotesClient:
     async def _change(self, action: Action, tickers: Iterable[str] | str | None) -> TickerFilter:
         engine = self._engine
         wanted, text = engine.change(action, tickers)
-        ws = self._ws
+        ws = self._loop.ws
         if ws is None:
             engine.set_filter(wanted)
             return wanted
-        reply = self._expect_reply()
+        reply = self._loop.replies.expect()
         try:
             await ws.send(text)
             async with asyncio.timeout(self._action_timeout):
@@ -437,25 +397,17 @@ class QuotesClient:
             return wanted
         return confirmed
 
-    def _expect_reply(self) -> asyncio.Future[TickerFilter | None]:
-        reply: asyncio.Future[TickerFilter | None] = asyncio.get_running_loop().create_future()
-        # a refusal nobody awaits any more (timed out, or the automatic "set") is
-        # reported as a ServerError event; do not let asyncio log it again
-        reply.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._replies.append(reply)
-        return reply
-
     # -- introspection -----------------------------------------------------------
 
     @property
     def state(self) -> ClientState:
         """Where the connection loop is now."""
-        return self._state
+        return self._announcer.state
 
     @property
     def latency(self) -> Latency:
         """Latency summary (receive time minus quote timestamp), in seconds."""
-        return self._latency.snapshot()
+        return self._loop.latency.snapshot()
 
     @property
     def stats(self) -> ClientStats:
@@ -466,16 +418,17 @@ class QuotesClient:
         now and then (every second, say), not once per quote.
         """
         tracker = self._engine.tracker
+        loop = self._loop
         return ClientStats(
-            state=self._state,
-            received=self._received,
-            invalid=self._invalid,
+            state=self.state,
+            received=loop.received,
+            invalid=loop.invalid,
             dropped=self._buffer.dropped,
             buffered=len(self._buffer),
-            connects=self._connects,
-            reconnects=max(0, self._connects - 1),
-            attempts=self._attempts,
-            latency=self._latency.snapshot(),
+            connects=loop.connects,
+            reconnects=max(0, loop.connects - 1),
+            attempts=loop.attempts,
+            latency=loop.latency.snapshot(),
             gaps=tracker.gaps if tracker else 0,
             missed=tracker.missed if tracker else 0,
             recovered=tracker.recovered if tracker else 0,
@@ -483,14 +436,14 @@ class QuotesClient:
         )
 
     def __repr__(self) -> str:
-        return f"<QuotesClient {self.url} {self._state.value} received={self._received}>"
+        return f"<QuotesClient {self.url} {self.state.value} received={self._loop.received}>"
 
     # -- the connection loop -----------------------------------------------------
 
     async def _run(self) -> None:
         error: StreamError | None = None
         try:
-            error = await self._connect_loop()
+            error = await self._loop.run()
         except asyncio.CancelledError:
             pass  # aclose(): end normally
         except Exception as exc:
@@ -503,203 +456,10 @@ class QuotesClient:
     def _finish(self, error: StreamError | None) -> None:
         self._finished = True
         self._error = error
-        self._emit(Closed() if error is None else Failed(error))
+        self._announcer.emit(Closed() if error is None else Failed(error))
         self._buffer.close(error)
-        for stream in self._streams:
-            stream.end()
-        self._streams.clear()
-
-    async def _connect_loop(self) -> StreamError:
-        failures = 0  # consecutive, since the last healthy connection
-        while True:
-            self._attempts += 1
-            attempt = self._attempts
-            url = self._engine.connecting()
-            self._emit(Connecting(url, attempt))
-            cause: BaseException | None = None
-            try:
-                ws = await connect(url, **self._connect_kwargs)
-            except Exception as exc:
-                cause = exc
-                outcome = classify_connect_error(exc, self._wall_clock())
-                self._emit(ConnectFailed(outcome.reason, outcome.status, outcome.fatal))
-            else:
-                outcome, duration = await self._session(ws, url, attempt)
-                if duration >= self._healthy_after:
-                    self._backoff.reset()
-                    failures = 0
-            if outcome.error is not None:
-                outcome.error.__cause__ = cause
-                return outcome.error
-            failures += 1
-            if self._max_retries is not None and failures > self._max_retries:
-                exhausted = RetriesExhausted(failures, outcome.reason)
-                exhausted.__cause__ = cause
-                return exhausted
-            delay = self._backoff.next_delay()
-            if outcome.retry_after is not None:
-                delay = max(delay, min(outcome.retry_after, RETRY_AFTER_CAP))
-            self._emit(BackingOff(delay, self._attempts + 1, outcome.retry_after))
-            await self._sleep(delay)
-
-    async def _session(
-        self,
-        ws: ClientConnection,
-        url: str,
-        attempt: int,
-    ) -> tuple[Outcome, float]:
-        """Stream from one open connection until it ends; say how and after how long."""
-        started = self._clock()
-        self._connects += 1
-        resync = self._engine.connected()
-        self._ws = ws
-        self._emit(Connected(url, attempt))
-        try:
-            if resync is not None:
-                # changed while the handshake was under way: tell this connection
-                self._expect_reply()
-                await ws.send(resync)
-            outcome = await self._receive(ws)
-        except ConnectionClosed as exc:
-            outcome = classify_close(exc)
-        finally:
-            self._ws = None
-            while self._replies:  # unanswered changes: the next connection asks for them
-                reply = self._replies.popleft()
-                if not reply.done():
-                    reply.set_result(None)
-            await _close(ws, "client closing")
-        duration = self._clock() - started
-        self._emit(
-            Disconnected(outcome.code, outcome.reason, outcome.by_server, duration, outcome.fatal)
-        )
-        return outcome, duration
-
-    async def _receive(self, ws: ClientConnection) -> Outcome:
-        stale = self._stale_timeout
-        loop = asyncio.get_running_loop()
-        buffer = self._buffer
-        block = buffer.overflow == "block"
-        feed = self._engine.feed
-        try:
-            async with asyncio.timeout(None) as deadline:
-                while True:
-                    if stale is not None:
-                        deadline.reschedule(loop.time() + stale)
-                    # bytes: an undecodable text frame becomes one invalid quote,
-                    # not a connection closed by the library with 1007
-                    raw = await ws.recv(decode=False)
-                    if stale is not None:
-                        deadline.reschedule(None)
-                    for item in feed(raw):
-                        if isinstance(item, Quote):
-                            self._received += 1
-                            self._latency.add(self._wall_clock() - item.timestamp.timestamp())
-                            if block:
-                                await buffer.put(item)
-                            else:
-                                buffer.offer(item)
-                        elif isinstance(item, InvalidQuote):
-                            self._invalid += 1
-                            self._invalid_log.warning(
-                                "quotes-client: skipped an invalid message (%s)", item
-                            )
-                        elif isinstance(item, Answer):
-                            self._reply(item.result)
-                        else:
-                            self._emit(item)
-        except ConnectionClosed as exc:
-            return classify_close(exc)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            reason = f"no message for {stale:g} s"
-            await _close(ws, reason)
-            return Outcome(f"stale stream: {reason}", by_server=False)
-
-    def _reply(self, answer: TickerFilter | ActionRejected) -> None:
-        # the server answers filter changes in order, one frame each
-        if not self._replies:
-            return
-        reply = self._replies.popleft()
-        if reply.done():
-            return
-        if isinstance(answer, ActionRejected):
-            reply.set_exception(answer)
-        else:
-            reply.set_result(answer)
-
-    # -- events ------------------------------------------------------------------
-
-    def _emit(self, event: ConnectionEvent) -> None:
-        self._state = _STATES.get(type(event), self._state)
-        _log_event(event)
-        for stream in self._streams:
-            stream.push(event)
-        if self._on_event is not None:
-            try:
-                self._on_event(event)
-            except Exception:
-                logger.exception("quotes-client: on_event callback failed")
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    def _unsubscribe(self, stream: EventStream) -> None:
-        if stream in self._streams:
-            self._streams.remove(stream)
+        self._announcer.end()
 
     def _require_started(self) -> None:
         if self._task is None and not self._finished:
             raise RuntimeError("start the client first: 'async with QuotesClient(...) as client:'")
-
-
-async def _close(ws: ClientConnection, reason: str) -> None:
-    """
-    Close with 1000, discarding what is still queued.
-
-    The server's close frame arrives behind the data already in flight; when the
-    reader stopped reading (``"block"``, or cancelled), the library's queue is
-    full and would never reach it, so ``close()`` would wait ``close_timeout``.
-    """
-
-    async def discard() -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                await ws.recv(decode=False)
-
-    drain = asyncio.get_running_loop().create_task(discard())
-    try:
-        await ws.close(1000, reason)
-    finally:
-        drain.cancel()
-        if ws.state is not State.CLOSED:  # close() itself was cancelled
-            ws.transport.abort()
-
-
-def _log_event(event: ConnectionEvent) -> None:
-    match event:
-        case Connecting(url=url, attempt=attempt):
-            logger.debug("quotes-client: connecting to %s (attempt %d)", url, attempt)
-        case Connected(url=url):
-            logger.info("quotes-client: connected to %s", url)
-        case ConnectFailed(reason=reason):
-            logger.warning("quotes-client: connection failed: %s", reason)
-        case Disconnected(reason=reason):
-            logger.warning("quotes-client: disconnected: %s", reason)
-        case BackingOff(delay=delay):
-            logger.info("quotes-client: reconnecting in %.1f s", delay)
-        case Failed(error=error):
-            logger.info("quotes-client: stopped: %s", error)
-        case Closed():
-            logger.debug("quotes-client: closed")
-        case Recovered(recovered=True, seq=seq):
-            logger.info("quotes-client: resumed after seq %s, nothing missed", seq)
-        case Recovered(recovered=False):
-            logger.warning("quotes-client: the server could not replay: snapshot instead")
-        case FilterChanged(filter=new):
-            logger.info("quotes-client: tickers now %s", new)
-        case ServerError(code=code, message=message):
-            logger.warning("quotes-client: server error %s: %s", code, message)
-        case Gap(reason=reason, missed=missed):
-            shown = "" if missed is None else f" ({missed} missed)"
-            logger.warning("quotes-client: gap in the stream: %s%s", reason, shown)
