@@ -17,9 +17,9 @@ $(CURDIR)/.tools/bin/uv:
 sync: | $(UV)
 	$(UV) sync $(SYNC)
 
-## Serve the stream on ws://127.0.0.1:8000/ws/quotes (demo feed unless QUOTES_REDIS_URL/--redis-url is set).
+## Serve the stream on ws://127.0.0.1:8000/ws/quotes (with --demo, the built-in feed, unless QUOTES_REDIS_URL/--redis-url is set).
 run: sync
-	$(UV) run $(SYNC) quotes-server $(ARGS)
+	$(UV) run $(SYNC) quotes-server $(if $(or $(QUOTES_REDIS_URL),$(findstring --redis-url,$(ARGS))),,--demo) $(ARGS)
 
 ## Run the whole test suite (needs redis-server on PATH; tests start private instances).
 test: sync

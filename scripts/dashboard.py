@@ -81,7 +81,7 @@ def _server(args: argparse.Namespace) -> tuple[str, subprocess.Popen[bytes] | No
     port = _free_port()
     env = {**os.environ, "QUOTES_LOG_LEVEL": "warning"}
     argv = [
-        *(sys.executable, "-m", "quotes_server", "--port", str(port)),
+        *(sys.executable, "-m", "quotes_server", "--demo", "--port", str(port)),
         *("--demo-rate", str(args.demo_rate), "--demo-tickers", str(args.demo_tickers)),
     ]
     return f"http://127.0.0.1:{port}", subprocess.Popen(argv, env=env, cwd=ROOT)

@@ -30,6 +30,8 @@ def server_factory() -> Iterator[StartServer]:
         if redis is not None:
             env["QUOTES_REDIS_URL"] = redis.url
             env.setdefault("QUOTES_GRACE_PERIOD", "2")
+        elif "redis_url" not in settings:
+            env["QUOTES_DEMO"] = "1"  # no upstream given: the demo feed, asked for
         env.update({f"QUOTES_{k.upper()}": str(v) for k, v in settings.items()})
         server = ServerProcess(
             python_module("quotes_server", "--port", "{port}"), port=port, env=env

@@ -55,8 +55,9 @@ async def test_client_chosen_close_codes_count_as_other(
         await ws.close(code=4321, reason="mine")
     async with open_ws(url) as ws:
         await ws.close(code=1000)
+    # the series appears with the first close counted under it: until then, no line
     wait_until(
-        lambda: server.metric("quotes_ws_disconnects_total", 'code="1000"') == 1,
+        lambda: 'quotes_ws_disconnects_total{code="1000"} 1.0' in server.get("/metrics")[1],
         what="the 1000 close counted",
     )
     assert server.metric("quotes_ws_disconnects_total", 'code="other"') == 1
@@ -71,3 +72,15 @@ def test_disconnect_label_is_bounded() -> None:
     assert disconnect_label(None) == "none"
     labels = {disconnect_label(code) for code in range(65536)}
     assert labels == {str(c) for c in DISCONNECT_CODES} | {"other"}
+
+
+def test_metrics_say_whether_the_prices_are_synthetic(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """quotes_demo_feed is 1 on a --demo server and 0 on one streaming from Redis."""
+    demo = start_server(None)
+    real = start_server(redis_server)
+    assert demo.metric("quotes_demo_feed") == 1.0
+    assert real.metric("quotes_demo_feed") == 0.0
+    assert "serving the built-in DEMO feed" in demo.log()
+    assert "DEMO" not in real.log()

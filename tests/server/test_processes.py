@@ -13,8 +13,10 @@ import sys
 import pytest
 
 from quotes_core.testing import upstream_message
-from tests.helpers.processes import RedisServer, python_module, wait_until
+from quotes_server.settings import NO_UPSTREAM
+from tests.helpers.processes import RedisServer, free_port, python_module, wait_until
 from tests.helpers.server import CHANNEL, StartServer
+from tests.helpers.uvicorn import uvicorn_factory
 from tests.helpers.ws import collect_until, open_ws, wait_closed
 
 pytestmark = pytest.mark.anyio
@@ -53,10 +55,51 @@ async def test_workers_each_subscribe(redis_server: RedisServer, start_server: S
         assert json.loads(await asyncio.wait_for(ws.recv(), 10))["volume"] == 1
 
 
+def test_no_upstream_is_a_start_up_error_not_demo_data() -> None:
+    """Without a Redis URL the server serves nothing rather than synthetic prices."""
+    out = subprocess.run(
+        python_module("quotes_server"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode != 0
+    assert f"quotes-server: {NO_UPSTREAM}" in out.stderr
+    assert "Uvicorn running" not in out.stderr
+
+
+def test_the_uvicorn_factory_without_an_upstream_says_why() -> None:
+    """The same refusal when the app is started by a plain ``uvicorn --factory``."""
+    port = str(free_port())
+    out = subprocess.run(
+        [a.replace("{port}", port) for a in uvicorn_factory()],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode != 0
+    assert NO_UPSTREAM in out.stderr
+
+
+def test_demo_and_a_redis_url_exclude_each_other() -> None:
+    """--demo with a Redis URL is refused: demo prices must never hide the upstream's."""
+    out = subprocess.run(
+        python_module("quotes_server", "--demo", "--redis-url", "redis://127.0.0.1:6379/0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode != 0
+    assert "demo and redis_url exclude each other" in out.stderr
+
+
 def test_demo_feed_refuses_several_workers() -> None:
     """The demo feed with --workers 2 is refused with a clear message."""
     out = subprocess.run(
-        python_module("quotes_server", "--workers", "2"),
+        python_module("quotes_server", "--demo", "--workers", "2"),
         capture_output=True,
         text=True,
         timeout=60,

@@ -71,7 +71,7 @@ async def in_process_server(**settings: Any) -> AsyncIterator[InProcessServer]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    app = create_app(Settings(redis_url=None, demo_rate=50.0, **settings))
+    app = create_app(Settings(redis_url=None, demo=True, demo_rate=50.0, **settings))
     config = uvicorn.Config(
         app,
         http=TrackedHttpProtocol,

@@ -24,10 +24,16 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     )  # fmt: skip
 
 
-def test_blank_redis_url_means_demo(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An empty QUOTES_REDIS_URL runs the demo feed instead of failing."""
+def test_blank_redis_url_is_no_url_and_no_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty QUOTES_REDIS_URL is no URL: the server then needs --demo to start."""
     monkeypatch.setenv("QUOTES_REDIS_URL", "  ")
-    assert Settings().demo
+    monkeypatch.delenv("QUOTES_DEMO", raising=False)
+    settings = Settings()
+    assert settings.redis_url is None
+    assert not settings.demo
+    assert settings.upstream_missing
+    monkeypatch.setenv("QUOTES_DEMO", "1")
+    assert not Settings().upstream_missing
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from uvicorn.config import LOGGING_CONFIG
 
 from quotes_server import __version__
-from quotes_server.settings import Settings
+from quotes_server.settings import NO_UPSTREAM, Settings
 
 __all__ = ["build_parser", "main"]
 
@@ -31,7 +31,7 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     "port": ("QUOTES_PORT", "TCP port (default 8000)"),
     "redis_url": (
         "QUOTES_REDIS_URL",
-        "Redis URL to subscribe to (default none: the built-in demo feed)",
+        "Redis URL to subscribe to (default none: then --demo is needed)",
     ),
     "channel": (
         "QUOTES_CHANNEL",
@@ -153,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for name, (env, help_text) in _OPTIONS.items():
         parser.add_argument("--" + name.replace("_", "-"), dest=name, help=f"{help_text} [{env}]")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="serve the built-in demo feed of synthetic quotes, never real prices; without "
+        "--redis-url the server does not start unless this is given (default off) [QUOTES_DEMO]",
+    )
     return parser
 
 
@@ -175,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None:
             os.environ[env] = value
+    if args.demo:
+        os.environ["QUOTES_DEMO"] = "1"
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -182,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
         )
         sys.exit(f"quotes-server: invalid settings: {errors}")
+    if settings.upstream_missing:
+        sys.exit(f"quotes-server: {NO_UPSTREAM}")
     if settings.demo and settings.workers > 1:
         sys.exit(
             "quotes-server: the demo feed runs once per process, so several workers would "

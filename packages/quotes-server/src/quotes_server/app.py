@@ -42,7 +42,7 @@ from quotes_server.limits import INBOUND_EXTENSION, LIMITS_STATE_KEY, ProtocolLi
 from quotes_server.logs import safe
 from quotes_server.metrics import Metrics, disconnect_label
 from quotes_server.runtime import Runtime
-from quotes_server.settings import Settings
+from quotes_server.settings import NO_UPSTREAM, Settings
 from quotes_server.sources import FollowsInterest, QuoteSource
 from quotes_server.sources.demo import DemoSource
 from quotes_server.sources.redis import RedisSource
@@ -61,9 +61,14 @@ HEALTH = {"status": "ok", "version": __version__, "repository": "opa-quotes-api"
 def make_source(settings: Settings) -> QuoteSource:
     """
     The Redis source when a URL is configured (single channel, or sharded with
-    ``upstream="sharded"``), else the demo feed.
+    ``upstream="sharded"``), the demo feed when ``demo`` asks for it.
+
+    Raises:
+        ValueError: neither is configured (:data:`~quotes_server.settings.NO_UPSTREAM`).
     """
     if settings.redis_url is None:
+        if not settings.demo:
+            raise ValueError(NO_UPSTREAM)
         return DemoSource(rate=settings.demo_rate, tickers=settings.demo_tickers)
     if settings.upstream == "sharded":
         return ShardedRedisSource(
@@ -273,6 +278,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     settings = settings or Settings()
     source = source or make_source(settings)
     metrics = Metrics()
+    metrics.demo_feed.set(1 if isinstance(source, DemoSource) else 0)
     runtime = Runtime(settings, source, metrics)
     sharded = source.interest
     if sharded is not None:
@@ -318,9 +324,9 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         )
         if settings.demo:
             log.warning(
-                "no Redis URL configured: serving the built-in DEMO feed "
-                "(%d synthetic quotes/s over %d symbols); set --redis-url or QUOTES_REDIS_URL "
-                "to stream real quotes from channel %r",
+                "serving the built-in DEMO feed (%d synthetic quotes/s over %d symbols), not "
+                "real prices; drop --demo and set --redis-url or QUOTES_REDIS_URL to stream "
+                "real quotes from channel %r",
                 settings.demo_rate,
                 settings.demo_tickers,
                 settings.channel,

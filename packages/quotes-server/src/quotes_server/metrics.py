@@ -167,6 +167,12 @@ class Metrics:
         self.upstream_up = Gauge(
             "quotes_upstream_up", "1 while new handshakes are accepted, else 0.", registry=r
         )
+        self.demo_feed = Gauge(
+            "quotes_demo_feed",
+            "1 while this server streams the built-in demo feed's synthetic quotes (never real "
+            "prices), else 0.",
+            registry=r,
+        )
         self.upstream_reconnects = Counter(
             "quotes_upstream_reconnects",
             "Successful re-subscriptions to the upstream after a failure.",

@@ -25,13 +25,20 @@ from quotes_core import (
     origin_allowed,
 )
 
-__all__ = ["MIN_JWT_SECRET_BYTES", "Settings"]
+__all__ = ["MIN_JWT_SECRET_BYTES", "NO_UPSTREAM", "Settings"]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 
 MIN_JWT_SECRET_BYTES = 32
 """Shortest HS256 secret accepted: RFC 7518 section 3.2 asks for a key of at least the
 hash's size (256 bits); a shorter one invites an offline brute force of any logged token."""
+
+
+NO_UPSTREAM = (
+    "no Redis URL configured: give --redis-url (QUOTES_REDIS_URL) to stream the upstream's "
+    "quotes, or --demo (QUOTES_DEMO=1) to serve the built-in feed of synthetic quotes"
+)
+"""Why a server without an upstream does not start (it never serves demo data by accident)."""
 
 
 class Settings(BaseSettings):
@@ -55,7 +62,10 @@ class Settings(BaseSettings):
     """Log level of the server and uvicorn."""
 
     redis_url: str | None = None
-    """Redis to subscribe to; unset runs the built-in demo feed instead."""
+    """Redis to subscribe to; without it the server needs ``demo`` and streams no real prices."""
+    demo: bool = False
+    """Serve the built-in demo feed of synthetic quotes instead of an upstream (never real
+    prices: a server without ``redis_url`` refuses to start unless this is set)."""
     channel: str = Field("quotes.realtime", min_length=1)
     """Redis Pub/Sub channel the upstream streamer publishes on (the prefix of the shard
     channels in the sharded mode)."""
@@ -219,6 +229,15 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
+    def _one_upstream(self) -> Self:
+        if self.demo and self.redis_url is not None:
+            raise ValueError(
+                "demo and redis_url exclude each other: the demo feed would hide the "
+                "upstream's quotes; drop --demo (QUOTES_DEMO) to stream from Redis"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _request_outlasts_head(self) -> Self:
         if self.http_request_timeout < self.handshake_timeout:
             raise ValueError(
@@ -249,9 +268,9 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def demo(self) -> bool:
-        """True when no Redis URL is configured and the demo feed runs."""
-        return self.redis_url is None
+    def upstream_missing(self) -> bool:
+        """True when neither a Redis URL nor the demo feed is configured."""
+        return self.redis_url is None and not self.demo
 
     def origin_allowed(self, origin: str | None) -> bool:
         """
