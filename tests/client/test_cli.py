@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from pathlib import Path
 
 import anyio
 import pytest
 
 from quotes_client.__main__ import format_quote
+from quotes_client.testing import ScriptedServer
+from quotes_core import TOKEN_EXPIRED_REASON
 from quotes_core.testing import make_quote, quote_payload
 from tests.client.servers import StreamServer, eventually, read_lines, send_then_hold, stderr_of
 from tests.helpers.processes import free_port
@@ -112,3 +115,34 @@ async def test_cli_exits_1_when_retries_are_exhausted() -> None:
             status = await process.wait()
     assert status == 1
     assert "gave up after 1 failed attempt;" in err
+
+
+async def test_cli_token_command_renews_an_expired_token(tmp_path: Path) -> None:
+    """--token-command runs before each connection; "Token expired" reconnects, not exits."""
+    counter = tmp_path / "n"
+    command = f"n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}; echo t$n"
+    async with ScriptedServer() as server:
+        process = await anyio.open_process(cli(server.url, "-q", "--token-command", command))
+        async with process:
+            await server.wait_connections(1)
+            await server.close_all(1008, TOKEN_EXPIRED_REASON)
+            await server.wait_connections(1)  # the client is back
+            server.publish(make_quote("AAPL", 7))
+            (line,) = await read_lines(process, 1)
+            process.terminate()
+            with anyio.fail_after(20):
+                status = await process.wait()
+    assert status == 0
+    assert line.split()[0] == "AAPL"
+    assert [h.headers.get("Authorization") for h in server.handshakes] == ["Bearer t1", "Bearer t2"]
+
+
+async def test_cli_token_is_sent_as_a_bearer_header() -> None:
+    async with ScriptedServer() as server:
+        process = await anyio.open_process(cli(server.url, "-q", "--token", "static-1"))
+        async with process:
+            await server.wait_connections(1)
+            process.terminate()
+            with anyio.fail_after(20):
+                await process.wait()
+    assert server.handshakes[0].headers.get("Authorization") == "Bearer static-1"

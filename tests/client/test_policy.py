@@ -49,6 +49,17 @@ def test_fatal_close_codes(code: int) -> None:
     assert (outcome.error.code, outcome.error.reason) == (code, "policy")
 
 
+def test_an_expired_token_is_renewed_at_once_only_with_a_provider() -> None:
+    expired = closed_by_server(1008, "Token expired")
+    assert classify_close(expired).fatal  # a static token cannot be renewed
+    renewed = classify_close(expired, renews_token=True)
+    assert not renewed.fatal
+    assert renewed.at_once
+    flood = classify_close(closed_by_server(1008, "Policy violation: too many messages"), True)
+    assert flood.fatal  # only the expiry is fixed by a new token
+    assert not flood.at_once
+
+
 def test_close_started_by_the_client_is_retried() -> None:
     """A close this client sent first (ping timeout, oversized frame) is retried."""
     sent = Close(1009, "frame too big")

@@ -53,6 +53,7 @@ from quotes_client.events import (
     Recovered,
     ServerError,
 )
+from quotes_client.loop import TokenProvider
 from quotes_client.policy import FATAL_CLOSE_CODES, Outcome, classify_close, classify_connect_error
 from quotes_client.protocol import MAX_HZ_RANGE
 from quotes_client.stats import ClientState, ClientStats, Latency, LatencyStats
@@ -105,6 +106,7 @@ __all__ = [
     "ServerError",
     "StreamError",
     "SyncQuotesClient",
+    "TokenProvider",
     "__version__",
     "classify_close",
     "classify_connect_error",

@@ -5,6 +5,7 @@ Usage::
 
     quotes-client ws://127.0.0.1:8000/v1/ws/quotes --tickers AAPL,MSFT
     quotes-client ws://127.0.0.1:8000/v1/ws/quotes --format json | jq .close
+    quotes-client wss://quotes.example/v1/ws/quotes --token-command "vault read -field=token ..."
 
 One line per quote on standard output (``text``: ticker, close, timestamp,
 latency; ``json``: the canonical quote plus ``latency_ms``); connection events
@@ -31,6 +32,7 @@ from typing import TextIO
 from quotes_client.buffer import DEFAULT_BUFFER_SIZE
 from quotes_client.client import DEFAULT_OPEN_TIMEOUT, QuotesClient
 from quotes_client.errors import FatalError, RetriesExhausted, StreamError
+from quotes_client.loop import TokenProvider
 from quotes_core import InvalidTickers, Quote, format_timestamp
 
 __all__ = ["EXIT_FATAL", "EXIT_GAVE_UP", "format_quote", "main"]
@@ -82,6 +84,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME:VALUE",
         help="extra handshake header (repeatable)",
     )
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument(
+        "--token",
+        default=os.environ.get("QUOTES_TOKEN"),
+        help="access token, sent as 'Authorization: Bearer' (default: $QUOTES_TOKEN)",
+    )
+    token.add_argument(
+        "--token-command",
+        metavar="COMMAND",
+        help="shell command printing a fresh token, run before each connection (an expired "
+        "token then means a new one and a reconnect, not an exit)",
+    )
     parser.add_argument("--open-timeout", type=float, default=DEFAULT_OPEN_TIMEOUT)
     parser.add_argument("--max-retries", type=int, help="give up after N failed reconnects")
     parser.add_argument(
@@ -112,6 +126,22 @@ def _headers(parser: argparse.ArgumentParser, raw: list[str]) -> dict[str, str]:
             parser.error(f"--header expects NAME:VALUE, got {item!r}")
         headers[name.strip()] = value.strip()
     return headers
+
+
+def command_token(command: str) -> TokenProvider:
+    """A token provider that runs ``command`` in a shell and takes what it prints."""
+
+    async def token() -> str:
+        proc = await asyncio.create_subprocess_shell(
+            command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await proc.communicate()
+        if proc.returncode != 0:
+            detail = err.decode(errors="replace").strip()[:200]
+            raise RuntimeError(f"--token-command exited with {proc.returncode}: {detail}")
+        return out.decode().strip()
+
+    return token
 
 
 def _configure_logging(quiet: bool, verbose: bool) -> None:
@@ -164,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             tickers=[t for item in args.tickers for t in item.split(",")] if args.tickers else None,
             origin=args.origin,
             headers=headers,
+            token=command_token(args.token_command) if args.token_command else args.token,
             open_timeout=args.open_timeout,
             max_retries=args.max_retries,
             stale_timeout=args.stale_timeout,

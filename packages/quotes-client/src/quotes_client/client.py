@@ -44,7 +44,7 @@ from quotes_client.buffer import DEFAULT_BUFFER_SIZE, BoundedBuffer, BufferClose
 from quotes_client.engine import ClientEngine
 from quotes_client.errors import StreamError
 from quotes_client.events import Closed, ConnectionEvent, EventStream, Failed
-from quotes_client.loop import RETRY_AFTER_CAP, ConnectionLoop, LoopSettings
+from quotes_client.loop import RETRY_AFTER_CAP, ConnectionLoop, LoopSettings, TokenProvider
 from quotes_client.protocol import Action, ProtocolOptions
 from quotes_client.stats import (
     DEFAULT_LATENCY_WINDOW,
@@ -108,7 +108,13 @@ class QuotesClient:
         backoff: the reconnect delays (default ``Backoff()``: 1, 2, 4 ... 60 s,
             jittered down by up to half).
         origin: ``Origin`` header to send (servers may check it against CORS).
-        headers: extra HTTP headers for the handshake (e.g. ``Authorization``).
+        headers: extra HTTP headers for the handshake.
+        token: the server's access token, sent as ``Authorization: Bearer``: a string
+            (the same for every connection: when it expires the server closes with
+            1008 and the client stops), or a callable, sync or async, called before
+            each connection for a fresh one (the server's ``1008 "Token expired"``
+            then makes the client reconnect at once with a new token and, with
+            ``resume``, miss nothing; a provider that raises is retried with backoff).
         on_event: called with each :mod:`~quotes_client.events` event, in the
             event loop; exceptions it raises are logged and ignored.
         max_queue: frames the ``websockets`` library buffers before it stops
@@ -158,6 +164,7 @@ class QuotesClient:
         backoff: Backoff | None = None,
         origin: str | None = None,
         headers: Mapping[str, str] | None = None,
+        token: str | TokenProvider | None = None,
         on_event: Callable[[ConnectionEvent], object] | None = None,
         max_queue: int = 16,
         latency_window: int = DEFAULT_LATENCY_WINDOW,
@@ -184,6 +191,9 @@ class QuotesClient:
         self.url = self._engine.next_url()
         self._buffer: BoundedBuffer[Quote] = BoundedBuffer(buffer_size, overflow)
         self._announcer = Announcer(on_event)
+        extra = dict(headers or {})
+        if isinstance(token, str):
+            extra["Authorization"] = f"Bearer {token}"
         self._loop = ConnectionLoop(
             self._engine,
             self._buffer,
@@ -191,7 +201,7 @@ class QuotesClient:
             LoopSettings(
                 connect_kwargs={
                     "origin": Origin(origin) if origin is not None else None,
-                    "additional_headers": dict(headers) if headers else None,
+                    "additional_headers": extra or None,
                     "open_timeout": open_timeout,
                     "ping_interval": ping_interval,
                     "ping_timeout": ping_timeout,
@@ -199,6 +209,7 @@ class QuotesClient:
                     "max_queue": max_queue,
                     **(connect_options or {}),
                 },
+                token=None if isinstance(token, str) else token,
                 max_retries=max_retries,
                 stale_timeout=stale_timeout,
                 healthy_after=healthy_after,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,12 +34,22 @@ from quotes_client.ratelimit import RateLimitedLog
 from quotes_client.stats import LatencyStats
 from quotes_core import Backoff, InvalidQuote, Quote, TickerFilter
 
-__all__ = ["RETRY_AFTER_CAP", "ConnectionLoop", "LoopSettings", "Replies", "close_politely"]
+__all__ = [
+    "RETRY_AFTER_CAP",
+    "ConnectionLoop",
+    "LoopSettings",
+    "Replies",
+    "TokenProvider",
+    "close_politely",
+]
 
 logger = logging.getLogger("quotes_client")
 
 RETRY_AFTER_CAP = 60.0
 """Longest ``Retry-After`` honoured, in seconds (the backoff's own cap)."""
+
+TokenProvider = Callable[[], str | Awaitable[str]]
+"""Gives the token for the next connection (sync or async): sent as ``Authorization: Bearer``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +57,7 @@ class LoopSettings:
     """How the loop connects, gives up, and keeps time (``QuotesClient``'s options)."""
 
     connect_kwargs: dict[str, Any]
+    token: TokenProvider | None
     max_retries: int | None
     stale_timeout: float | None
     healthy_after: float
@@ -53,6 +65,10 @@ class LoopSettings:
     sleep: Callable[[float], Awaitable[object]]
     clock: Callable[[], float]
     wall_clock: Callable[[], float]
+
+
+class _NoToken(Exception):
+    """The token provider gave no token for this connection (retried with backoff)."""
 
 
 class Replies:
@@ -127,7 +143,11 @@ class ConnectionLoop:
             emit(Connecting(url, attempt))
             cause: BaseException | None = None
             try:
-                ws = await connect(url, **s.connect_kwargs)
+                ws = await connect(url, **await self._connect_options())
+            except _NoToken as exc:
+                cause = exc.__cause__
+                outcome = Outcome(str(exc))
+                emit(ConnectFailed(outcome.reason, None, False))
             except Exception as exc:
                 cause = exc
                 outcome = classify_connect_error(exc, s.wall_clock())
@@ -140,6 +160,9 @@ class ConnectionLoop:
             if outcome.error is not None:
                 outcome.error.__cause__ = cause
                 return outcome.error
+            if outcome.at_once:  # a new token: no failure, no delay
+                emit(BackingOff(0.0, self.attempts + 1, None))
+                continue
             failures += 1
             if s.max_retries is not None and failures > s.max_retries:
                 exhausted = RetriesExhausted(failures, outcome.reason)
@@ -150,6 +173,24 @@ class ConnectionLoop:
                 delay = max(delay, min(outcome.retry_after, RETRY_AFTER_CAP))
             emit(BackingOff(delay, self.attempts + 1, outcome.retry_after))
             await s.sleep(delay)
+
+    async def _connect_options(self) -> dict[str, Any]:
+        """``connect()``'s arguments, with this connection's token when a provider gives one."""
+        options = self.settings.connect_kwargs
+        provider = self.settings.token
+        if provider is None:
+            return options
+        try:
+            token = provider()
+            if inspect.isawaitable(token):
+                token = await token
+        except Exception as exc:
+            raise _NoToken(f"the token provider failed: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(token, str) or not token:
+            raise _NoToken(f"the token provider returned {type(token).__name__}, not a token")
+        headers = dict(options.get("additional_headers") or {})
+        headers["Authorization"] = f"Bearer {token}"
+        return {**options, "additional_headers": headers}
 
     async def _session(self, ws: ClientConnection, url: str, attempt: int) -> tuple[Outcome, float]:
         """Stream from one open connection until it ends; say how and after how long."""
@@ -165,7 +206,7 @@ class ConnectionLoop:
                 await ws.send(resync)
             outcome = await self._receive(ws)
         except ConnectionClosed as exc:
-            outcome = classify_close(exc)
+            outcome = classify_close(exc, self.settings.token is not None)
         finally:
             self.ws = None
             self.replies.abandon()  # unanswered changes: the next connection asks for them
@@ -211,7 +252,7 @@ class ConnectionLoop:
                         else:
                             self.announcer.emit(item)
         except ConnectionClosed as exc:
-            return classify_close(exc)
+            return classify_close(exc, self.settings.token is not None)
         except TimeoutError:
             if not deadline.expired():
                 raise

@@ -17,6 +17,7 @@ fatal. No I/O happens here, so the tables are tested on their own.
 | malformed handshake response | fatal | :class:`HandshakeFailed` |
 | close 1000 from the server | retry | the caller did not ask to stop |
 | close 1001, 1005, 1006, 1011-1014 | retry | shutdown, Redis down, slow consumer |
+| close 1008 "Token expired", with a token provider | retry at once | a new token |
 | close 1008, 1009 | fatal | :class:`FatalClose` |
 | close 1002, 1003, 1007, 1010 | fatal | protocol mismatch |
 | any other close code (3000-4999 ...) | retry | |
@@ -37,6 +38,7 @@ from websockets.exceptions import (
 )
 
 from quotes_client.errors import FatalClose, FatalError, HandshakeFailed, HandshakeRejected
+from quotes_core import TOKEN_EXPIRED_REASON
 
 __all__ = [
     "FATAL_CLOSE_CODES",
@@ -78,6 +80,8 @@ class Outcome:
     retry_after: float | None = None
     by_server: bool = True
     error: FatalError | None = None
+    at_once: bool = False
+    """Reconnect without a backoff delay (a new token fixes what ended it)."""
 
     @property
     def fatal(self) -> bool:
@@ -162,9 +166,13 @@ def classify_connect_error(exc: Exception, now: float) -> Outcome:
     return Outcome(str(error), error=error)
 
 
-def classify_close(exc: ConnectionClosed) -> Outcome:
+def classify_close(exc: ConnectionClosed, renews_token: bool = False) -> Outcome:
     """
     Decide about an open connection that ended.
+
+    ``renews_token``: the client gets a fresh token for each connection (a token
+    provider), so the server's ``1008 "Token expired"`` is a reason to reconnect at
+    once rather than to stop.
 
     The close frame that matters is the one that started the closing handshake:
     when the server sent it, its code decides; when this client sent it first
@@ -174,6 +182,8 @@ def classify_close(exc: ConnectionClosed) -> Outcome:
     rcvd, sent = exc.rcvd, exc.sent
     if rcvd is not None and (sent is None or exc.rcvd_then_sent):
         code, reason = rcvd.code, rcvd.reason
+        if renews_token and code == 1008 and reason == TOKEN_EXPIRED_REASON:
+            return Outcome(f"closed by the server: {code} {reason!r}", code=code, at_once=True)
         if close_is_fatal(code):
             error = FatalClose(code, reason)
             return Outcome(str(error), code=code, error=error)
