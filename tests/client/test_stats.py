@@ -8,9 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from quotes_client import QuotesClient
 from quotes_client.ratelimit import RateLimitedLog
-from quotes_client.stats import LatencyStats
-from tests.client.servers import FakeClock
+from quotes_client.stats import ClientState, ClientStats, Latency, LatencyStats
+from quotes_client.testing import ScriptedServer
+from quotes_core.testing import make_quote
+from tests.client.servers import FakeClock, take
 
 
 def test_percentiles_use_nearest_rank() -> None:
@@ -63,3 +66,36 @@ def test_rate_limited_log_summarises_repeats(caplog: pytest.LogCaptureFixture) -
         "bad 1",
         "bad 4 (2 similar messages suppressed)",
     ]
+
+
+def test_a_stats_snapshot_summarises_latency_only_when_read_and_once() -> None:
+    """Reading counters never sorts the latency window; the first latency read does, once."""
+    window = LatencyStats()
+    for ms in (30, 10, 20):
+        window.add(ms / 1000)
+    calls = 0
+
+    def summarize() -> Latency:
+        nonlocal calls
+        calls += 1
+        return window.snapshot()
+
+    snap = ClientStats(ClientState.CONNECTED, 3, 0, 0, 0, 1, 0, 1, summarize=summarize)
+    assert (snap.received, snap.connects, snap.state) == (3, 1, ClientState.CONNECTED)
+    assert calls == 0
+    assert snap.latency.p50 == 0.020
+    assert snap.latency.max == 0.030
+    assert calls == 1
+
+
+@pytest.mark.anyio
+async def test_the_clients_stats_latency_is_its_latency() -> None:
+    """client.stats.latency is the same summary as client.latency."""
+    async with ScriptedServer() as server, QuotesClient(server.url) as client:
+        await server.wait_connections(1)
+        server.publish(*(make_quote("AAPL", n) for n in range(5)))
+        await take(client, 5)
+        stats = client.stats
+        assert stats.received == 5
+        assert stats.latency == client.latency
+        assert stats.latency.count == 5

@@ -423,10 +423,10 @@ class QuotesClient:
     @property
     def stats(self) -> ClientStats:
         """
-        A snapshot of the counters.
+        A snapshot of the counters: cheap, read it as often as you like.
 
-        It sorts the latency window (up to ``latency_window`` samples): read it
-        now and then (every second, say), not once per quote.
+        Its ``latency`` is computed when first read (it sorts the latency window, up
+        to ``latency_window`` samples): read that now and then, not once per quote.
         """
         tracker = self._engine.tracker
         loop = self._loop
@@ -439,7 +439,7 @@ class QuotesClient:
             connects=loop.connects,
             reconnects=max(0, loop.connects - 1),
             attempts=loop.attempts,
-            latency=loop.latency.snapshot(),
+            summarize=loop.latency.snapshot,
             gaps=tracker.gaps if tracker else 0,
             missed=tracker.missed if tracker else 0,
             recovered=tracker.recovered if tracker else 0,

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 
 __all__ = ["DEFAULT_LATENCY_WINDOW", "ClientState", "ClientStats", "Latency", "LatencyStats"]
 
@@ -100,10 +102,15 @@ class LatencyStats:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ClientStats:
     """
     A snapshot of a client's counters.
+
+    The counters are copied when the snapshot is taken, so reading them is cheap
+    (once per quote is fine). ``latency`` is computed when first read on a snapshot
+    (it sorts the latency window, up to ``latency_window`` samples): read it now and
+    then, not once per quote.
 
     Attributes:
         state: where the connection loop is now.
@@ -114,7 +121,7 @@ class ClientStats:
         connects: connections opened.
         reconnects: connections opened after the first one.
         attempts: connection attempts, successful or not.
-        latency: receive-time latency summary.
+        latency: receive-time latency summary (computed on first read).
         gaps: times the client saw it may have missed quotes (``resume`` only:
             an epoch change, a resume the server could not honour, or a seq jump
             on a stream of every ticker; see :mod:`quotes_client.resume`).
@@ -131,8 +138,14 @@ class ClientStats:
     connects: int
     reconnects: int
     attempts: int
-    latency: Latency
+    summarize: Callable[[], Latency] = field(default=Latency, repr=False, compare=False)
+    """Computes :attr:`latency` (the client's latency window, summarised)."""
     gaps: int = 0
     missed: int = 0
     recovered: int = 0
     unrecovered: int = 0
+
+    @cached_property
+    def latency(self) -> Latency:
+        """Receive-time latency summary, computed when first read on this snapshot."""
+        return self.summarize()

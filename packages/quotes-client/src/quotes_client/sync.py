@@ -11,6 +11,7 @@ background thread.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -133,7 +134,9 @@ class SyncQuotesClient:
     def stats(self) -> ClientStats:
         """A snapshot of the counters (quotes already handed to this thread count as taken)."""
         client = self._client
-        return self._read(lambda: client.stats)
+        stats = self._read(lambda: client.stats)
+        # its latency is computed when read: in the loop thread, which owns the window
+        return dataclasses.replace(stats, summarize=lambda: self._read(lambda: client.latency))
 
     @property
     def latency(self) -> Latency:
