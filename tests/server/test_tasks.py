@@ -33,19 +33,22 @@ async def test_the_callers_own_cancellation_is_not_swallowed() -> None:
     was stopped, seen as a hung test).
     """
     stopping = asyncio.Event()
+    release = asyncio.Event()
 
     async def slow_to_stop() -> None:
         try:
             await asyncio.Event().wait()
         finally:
             stopping.set()
-            await asyncio.shield(asyncio.sleep(0.05))  # cleanup that takes a while
+            await asyncio.shield(release.wait())  # a cleanup that takes until released
 
     carried_on = False
+    children: list[asyncio.Task[None]] = []
 
     async def caller() -> None:
         nonlocal carried_on
         child = asyncio.get_running_loop().create_task(slow_to_stop())
+        children.append(child)
         await asyncio.sleep(0)
         await cancel_and_wait([child])
         carried_on = True
@@ -56,3 +59,6 @@ async def test_the_callers_own_cancellation_is_not_swallowed() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not carried_on
+    release.set()  # let the child finish its cleanup
+    await asyncio.wait(children)
+    assert children[0].cancelled()
