@@ -5,9 +5,12 @@ It listens on a loopback socket and speaks just enough RESP (parsed by hiredis, 
 parser the link itself uses) for the sharded source: ``AUTH``, ``CLIENT`` (``+OK``),
 ``HELLO 3`` and ``SELECT`` (redis-py's connection handshake), ``PING`` (``+PONG``,
 or ``["pong", ""]`` once subscribed, as Redis answers),
-``SSUBSCRIBE``, ``SUNSUBSCRIBE`` and ``CLUSTER SLOTS`` (the ``slots`` the test sets,
-or Redis's error for a server that is not a cluster). The test drives the rest:
-:meth:`FakeShardNode.publish` pushes an ``smessage``, :meth:`refuse` makes the next
+``SSUBSCRIBE``, ``SUNSUBSCRIBE``, ``SUBSCRIBE`` (the single-channel source) and
+``CLUSTER SLOTS`` (the ``slots`` the test sets, or Redis's error for a server that is
+not a cluster). The test drives the rest:
+:meth:`FakeShardNode.publish` pushes an ``smessage`` (or a ``message`` to a
+connection subscribed with ``SUBSCRIBE``), :meth:`unsubscribe` pushes an ``unsubscribe``,
+:meth:`garbage` writes bytes that are not RESP, :meth:`refuse` makes the next
 ``SSUBSCRIBE`` of a channel an error reply (``MOVED``...), :meth:`migrate` pushes the
 ``sunsubscribe`` Redis sends when a slot leaves the node, :meth:`mute` stops
 answering, :meth:`drop` resets every connection, :meth:`stop` also stops accepting
@@ -46,6 +49,9 @@ def encode_reply(value: Any) -> bytes:
 class _Client:
     writer: asyncio.StreamWriter
     channels: set[str] = field(default_factory=set)
+    """Channels subscribed with ``SSUBSCRIBE``."""
+    plain: set[str] = field(default_factory=set)
+    """Channels subscribed with ``SUBSCRIBE``."""
 
 
 class FakeShardNode:
@@ -93,7 +99,7 @@ class FakeShardNode:
 
     def subscribed(self) -> set[str]:
         """The channels some connection is subscribed to now."""
-        return {c for client in self._clients for c in client.channels}
+        return {c for client in self._clients for c in client.channels | client.plain}
 
     def sent(self, name: bytes) -> list[bytes]:
         """The first argument of every ``name`` command received (the channel)."""
@@ -106,13 +112,32 @@ class FakeShardNode:
     # --- what the test makes the node do ------------------------------------------------------
 
     def publish(self, channel: str, data: bytes) -> int:
-        """``SPUBLISH``: an ``smessage`` to every connection subscribed; how many got it."""
+        """
+        ``SPUBLISH`` and ``PUBLISH``: an ``smessage`` to every connection subscribed to
+        the channel with ``SSUBSCRIBE``, a ``message`` to every one subscribed with
+        ``SUBSCRIBE``; how many got it.
+        """
         got = 0
         for client in self._clients:
             if channel in client.channels:
                 client.writer.write(encode_reply([b"smessage", channel, data]))
                 got += 1
+            if channel in client.plain:
+                client.writer.write(encode_reply([b"message", channel, data]))
+                got += 1
         return got
+
+    def unsubscribe(self, channel: str) -> None:
+        """Drop every ``SUBSCRIBE`` to the channel, pushing ``unsubscribe`` as Redis does."""
+        for client in self._clients:
+            if channel in client.plain:
+                client.plain.discard(channel)
+                client.writer.write(encode_reply([b"unsubscribe", channel, len(client.plain)]))
+
+    def garbage(self, data: bytes) -> None:
+        """Write ``data`` as is to every connection (a broken proxy, a wrong port)."""
+        for client in self._clients:
+            client.writer.write(data)
 
     def refuse(self, channel: str, error: bytes, slots_after: list[Any] | None = None) -> None:
         """
@@ -169,7 +194,8 @@ class FakeShardNode:
             hello = {"server": "redis", "version": "7.0.15", "proto": 3, "id": self.connections}
             return encode_reply({**hello, "mode": "standalone", "role": "master", "modules": []})
         if name == b"PING":
-            return encode_reply([b"pong", b""]) if client.channels else b"+PONG\r\n"
+            subscribed = client.channels or client.plain
+            return encode_reply([b"pong", b""]) if subscribed else b"+PONG\r\n"
         if name == b"CLUSTER":
             return (
                 b"-" + NOT_A_CLUSTER + b"\r\n" if self.slots is None else encode_reply(self.slots)
@@ -184,6 +210,9 @@ class FakeShardNode:
                 return b"-" + error + b"\r\n"
             client.channels.add(channel)
             return encode_reply([b"ssubscribe", channel, len(client.channels)])
+        if name == b"SUBSCRIBE":
+            client.plain.add(channel)
+            return encode_reply([b"subscribe", channel, len(client.plain)])
         if name == b"SUNSUBSCRIBE":
             client.channels.discard(channel)
             return encode_reply([b"sunsubscribe", channel, len(client.channels)])

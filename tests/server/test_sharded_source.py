@@ -75,6 +75,8 @@ async def test_a_single_redis_serves_the_shards_clients_want() -> None:
         source = source_on(node)
         async with running(source, sink):
             await eventually(lambda: source.cluster is False, what="seen as a single Redis")
+            # before its link is up, every shard is down (never up) and is not waited for
+            await eventually(lambda: source.state is SourceState.UP, what="the link up")
             aapl = TickerFilter.parse("AAPL")
             source.set_interest(False, aapl.tickers)
             assert await source.wait_subscribed(aapl, 5.0)
@@ -116,8 +118,10 @@ async def test_a_cluster_master_lost_past_grace_closes_only_its_clients() -> Non
         async with running(source, sink):
             source.set_interest(True, frozenset())
             await eventually(lambda: source.state is SourceState.UP, what="every shard up")
-            assert a.subscribed() == {MAP.channels[s] for s in on_a}
-            assert b.subscribed() == {MAP.channels[s] for s in on_b}
+            # up is every link up; the subscriptions are confirmed after
+            want_a, want_b = {MAP.channels[s] for s in on_a}, {MAP.channels[s] for s in on_b}
+            await eventually(lambda: a.subscribed() == want_a, what="a's shards subscribed")
+            await eventually(lambda: b.subscribed() == want_b, what="b's shards subscribed")
             await b.stop()
             await eventually(lambda: bool(sink.closed), what="the grace period over")
             assert sink.closed == [b_client]  # a's clients keep streaming
@@ -128,7 +132,7 @@ async def test_a_cluster_master_lost_past_grace_closes_only_its_clients() -> Non
             await b.restart()
             await eventually(lambda: source.state is SourceState.UP, what="b back")
             assert source.down_shards == frozenset()
-            assert b.subscribed() == {MAP.channels[s] for s in on_b}
+            await eventually(lambda: b.subscribed() == want_b, what="b's shards again")
     assert source.reconnects >= 1
 
 
