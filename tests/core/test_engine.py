@@ -291,3 +291,62 @@ def test_the_resume_window_is_a_backend_the_engine_is_given() -> None:
     assert out(stream, sub) == ["recovered", "AAPL#2"]
     stream.new_epoch()
     assert len(backend) == 0
+
+
+def at(stream: Stream[str], q: Quote, seq: int, epoch: str = "e1") -> list[object]:
+    return list(stream.publish_at(q, encode_quote(q), seq, epoch, 0.0))
+
+
+def test_positions_assigned_elsewhere_are_taken_as_given() -> None:
+    """The deployment's positions: duplicates ignored, a hole ends resumes, an epoch restarts."""
+    stream: Stream[str] = Stream(epoch="e1")
+    live = stream.open(TickerFilter(), Mode.FIFO, StreamOptions(seq=True), 0.0)
+    at(stream, make_quote("AAPL", 1), 41)  # the first position: a hole before it
+    at(stream, make_quote("MSFT", 2), 42)
+    assert at(stream, make_quote("MSFT", 2), 42) == []  # already published: ignored
+    frames, quotes = render(live.take(0.0), live.options, TEXT_CODEC)
+    assert [json.loads(x)["seq"] for x in frames] == [41, 42]
+    resume = StreamOptions(seq=True, since=Position("e1", 41))
+    assert out(stream, stream.open(TickerFilter(), Mode.FIFO, resume, 0.0)) == [
+        "recovered",
+        "MSFT#2",
+    ]
+    at(stream, make_quote("AAPL", 3), 45)  # 43 and 44 never arrived here
+    lost = stream.open(TickerFilter(), Mode.FIFO, resume, 0.0)
+    frames, quotes = render(lost.take(0.0), lost.options, TEXT_CODEC)
+    assert (json.loads(frames[0])["recovered"], quotes) == (False, 0)  # not across the hole
+    at(stream, make_quote("AAPL", 4), 7, epoch="e2")  # a new epoch may restart positions
+    assert (stream.epoch, stream.seq, len(stream.history)) == ("e2", 7, 1)
+
+
+def test_a_restored_window_answers_resumes_and_snapshots() -> None:
+    stream: Stream[str] = Stream(epoch="local")
+    quotes = [make_quote("AAPL", 1), make_quote("MSFT", 2), make_quote("AAPL", 3)]
+    items = [
+        StreamItem(10 + i, "dep", q.ticker, encode_quote(q), 0.0) for i, q in enumerate(quotes)
+    ]
+    stream.restore("dep", 12, items)
+    assert (stream.epoch, stream.seq) == ("dep", 12)
+    resume = StreamOptions(seq=True, since=Position("dep", 10), snapshot=True)
+    assert out(stream, stream.open(f("AAPL"), Mode.FIFO, resume, 0.0)) == ["recovered", "AAPL#3"]
+    snap = stream.open(f("AAPL", "MSFT"), Mode.FIFO, StreamOptions(snapshot=True), 0.0)
+    assert out(stream, snap) == ["MSFT#2", "AAPL#3"]
+
+
+def test_a_resume_from_a_position_not_reached_yet_is_told_to_wait() -> None:
+    stream: Stream[str] = Stream(epoch="e1")
+    at(stream, make_quote("AAPL", 1), 5)
+    ahead = StreamOptions(seq=True, since=Position("e1", 7))
+    assert stream.position_ahead(ahead) == 7
+    assert stream.position_ahead(StreamOptions(seq=True, since=Position("e1", 5))) is None
+    assert stream.position_ahead(StreamOptions(seq=True, since=Position("e0", 9))) is None
+    assert stream.position_ahead(StreamOptions()) is None
+    at(stream, make_quote("AAPL", 2), 6)
+    at(stream, make_quote("AAPL", 3), 7)
+    assert stream.position_ahead(ahead) is None
+    reached = stream.open(TickerFilter(), Mode.FIFO, ahead, 0.0)
+    assert json.loads(render(reached.take(0.0), reached.options, TEXT_CODEC)[0][0])["recovered"]
+    from quotes_core.engine import AHEAD_LIMIT
+
+    forged = StreamOptions(seq=True, since=Position("e1", 7 + AHEAD_LIMIT + 1))
+    assert stream.position_ahead(forged) is None  # never given: not waited for

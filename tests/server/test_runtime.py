@@ -35,6 +35,8 @@ class FakeSource:
     name = "fake"
     reconnects = 0
     interest = None
+    sequencing = None
+    assigns_positions = False
 
     def __init__(self) -> None:
         self.state = SourceState.UP

@@ -32,16 +32,7 @@ from quotes_core.actions import (
 )
 from quotes_core.backoff import Backoff, backoff
 from quotes_core.bucket import TokenBucket
-from quotes_core.engine import (
-    CHUNK_BYTES,
-    TEXT_CODEC,
-    Codec,
-    Control,
-    Element,
-    Stream,
-    Subscriber,
-    render,
-)
+from quotes_core.engine import CHUNK_BYTES, Stream, Subscriber
 from quotes_core.errors import (
     ActionError,
     ActionErrorCode,
@@ -69,6 +60,7 @@ from quotes_core.query import (
     parse_stream_options,
     parse_tickers_param,
 )
+from quotes_core.rendering import TEXT_CODEC, Codec, Control, Element, render
 from quotes_core.schema import (
     MAX_QUOTE_BYTES,
     ParsedQuote,

@@ -16,6 +16,14 @@ and quotes with their position for clients that asked for ``seq``, ``batch`` or
   pending, the snapshot of added tickers, the filter changed);
 - :meth:`Stream.new_epoch`: continuity lost; nothing before can be resumed.
 
+Positions are assigned here (:meth:`Stream.publish`) for a stream of one process,
+or elsewhere for a whole deployment (``--history redis``): then
+:meth:`Stream.publish_at` takes each quote at the position it was given,
+:meth:`Stream.restore` loads the deployment's window (at start-up, after a
+reconnection), and :meth:`Stream.position_ahead` tells a transport when a client
+resumes from a position this process has not seen yet (it read it from a faster
+instance a moment ago), so it can wait for it instead of refusing the resume.
+
 A :class:`Subscriber` is one client's side of the stream: its hub subscription, the
 queue ahead of it (control frames, snapshot, replay) counted in bytes against a
 budget, its ``max_hz`` throttle; :meth:`Subscriber.take` hands out what may go out
@@ -32,11 +40,10 @@ scripted server); a :class:`Codec` says how to read and build them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sized
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, NamedTuple, TypeAlias, TypeVar
+from typing import Any, Generic, TypeVar
 
-from quotes_core.actions import Reply, answer, with_position
+from quotes_core.actions import Reply, answer
 from quotes_core.history import (
     DEFAULT_HISTORY_AGE,
     DEFAULT_HISTORY_SIZE,
@@ -47,22 +54,14 @@ from quotes_core.history import (
 from quotes_core.hub import DEFAULT_BOUND, Hub, Mode, Subscription
 from quotes_core.opening import DEFAULT_QUEUE_BYTES, DEFAULT_REPLAY_LIMIT, opening
 from quotes_core.query import StreamOptions
+from quotes_core.rendering import Control, Element
 from quotes_core.schema import Quote
 from quotes_core.snapshot import Snapshot
 from quotes_core.throttle import Throttle
 from quotes_core.tickers import TickerFilter
 from quotes_core.wire import checked_epoch
 
-__all__ = [
-    "CHUNK_BYTES",
-    "TEXT_CODEC",
-    "Codec",
-    "Control",
-    "Element",
-    "Stream",
-    "Subscriber",
-    "render",
-]
+__all__ = ["AHEAD_LIMIT", "CHUNK_BYTES", "Stream", "Subscriber"]
 
 P = TypeVar("P", bound=Sized)
 """What a transport carries for one quote (``bytes`` frames, ``str`` JSON text)."""
@@ -72,39 +71,13 @@ F = TypeVar("F")
 CHUNK_BYTES = 64 * 1024
 """Most queued bytes one :meth:`Subscriber.take` hands out while its queue is long."""
 
+AHEAD_LIMIT = 10_000
+"""Most positions a resume may be ahead of this stream and still be waited for: further
+ahead is not another instance's head start but a position never given (answered at once,
+``recovered: false``)."""
+
 _POSITION_BYTES = 40
 """Room for ``,"seq":...,"epoch":"..."`` in a sequenced quote."""
-
-
-class Control(NamedTuple):
-    """A control frame's JSON text (``recovered``, ``subscribed``, ``pong``, ``error``)."""
-
-    text: str
-
-
-Element: TypeAlias = Control | StreamItem[P] | P
-"""What a subscriber hands out: a control frame, a quote with its position (from the
-sequenced hub, the snapshot or a replay), or a plain quote's payload."""
-
-
-@dataclass(frozen=True, slots=True)
-class Codec(Generic[P, F]):
-    """How a transport's quote payloads read as JSON text and how frames are built."""
-
-    frame: Callable[[str], F]
-    """A text frame of this JSON text."""
-    text: Callable[[P], str]
-    """The JSON text of a quote payload."""
-    quote: Callable[[P], F]
-    """The frame of a plain quote payload (the contract's frame, often the payload itself)."""
-
-
-def _same(value: str) -> str:
-    return value
-
-
-TEXT_CODEC: Codec[str, str] = Codec(_same, _same, _same)
-"""Payloads and frames that are JSON text (a transport that frames text itself)."""
 
 
 def _size(e: Element[Any]) -> int:
@@ -238,49 +211,6 @@ class Subscriber(Generic[P]):
         return self.throttle.admit(live, now)
 
 
-def render(
-    elements: Iterable[Element[P]], options: StreamOptions, codec: Codec[P, F]
-) -> tuple[list[F], int]:
-    """
-    The frames of ``elements`` for a client with ``options``, and how many quotes
-    they carry: one quote per frame as the contract sends it (``seq=1`` appends
-    ``seq`` and ``epoch``), or with ``batch=1`` the quotes between two control frames
-    in one JSON array. A control frame is never inside an array.
-    """
-    seq = options.seq
-    batch = options.batch
-    frame = codec.frame
-    frames: list[F] = []
-    group: list[str] = []
-    quotes = 0
-    for e in elements:
-        if isinstance(e, Control):
-            if group:
-                frames.append(frame("[" + ",".join(group) + "]"))
-                group = []
-            frames.append(frame(e.text))
-            continue
-        quotes += 1
-        if isinstance(e, StreamItem):
-            if seq:
-                text = with_position(codec.text(e.payload), e.seq, e.epoch)
-                if batch:
-                    group.append(text)
-                else:
-                    frames.append(frame(text))
-            elif batch:
-                group.append(codec.text(e.payload))
-            else:
-                frames.append(codec.quote(e.payload))
-        elif batch:
-            group.append(codec.text(e))
-        else:
-            frames.append(codec.quote(e))
-    if group:
-        frames.append(frame("[" + ",".join(group) + "]"))
-    return frames, quotes
-
-
 class Stream(Generic[P]):
     """
     The stream's state and rules (see the module docs); time is passed in.
@@ -339,7 +269,67 @@ class Stream(Generic[P]):
             The subscriptions that had nothing pending before: wake their clients.
         """
         self.seq = seq = self.seq + 1
-        item = StreamItem(seq, self.epoch, quote.ticker, payload, now)
+        return self._fan_out(quote, StreamItem(seq, self.epoch, quote.ticker, payload, now))
+
+    def publish_at(
+        self, quote: Quote, payload: P, seq: int, epoch: str, now: float
+    ) -> list[Subscription[Any]]:
+        """
+        Publish ``quote`` at a position assigned elsewhere (the deployment's sequencer).
+
+        A new ``epoch`` starts it here too (nothing before can be resumed); a position
+        already published in this epoch is ignored (a reloaded window overlapping the
+        live flow); a hole (positions missing) empties the resume window, since a
+        resume across it could not be exact. The caller (which knows how the quotes
+        travel) fills holes from the deployment's window before it publishes.
+
+        Returns:
+            The subscriptions to wake, as :meth:`publish`.
+        """
+        if epoch != self.epoch:
+            self.new_epoch(epoch)
+        elif seq <= self.seq:
+            return []
+        elif seq != self.seq + 1:
+            self.history.clear()
+        self.seq = seq
+        return self._fan_out(quote, StreamItem(seq, epoch, quote.ticker, payload, now))
+
+    def restore(self, epoch: str, seq: int, items: Iterable[StreamItem[P]]) -> None:
+        """
+        Take the deployment's state: its ``epoch``, its newest position ``seq`` and its
+        resume window ``items`` (in order, all of ``epoch``, the newest at most
+        ``seq``). Nothing is sent to clients; the snapshot learns each quote.
+
+        Raises:
+            ValueError: ``epoch`` is not a valid epoch, or the items are out of order.
+        """
+        self.new_epoch(epoch)
+        history = self.history
+        snapshot = self.snapshot
+        for item in items:
+            history.append(item)
+            snapshot.update(item)
+        self.seq = seq
+
+    def position_ahead(self, options: StreamOptions) -> int | None:
+        """
+        The position a resume asks for when this stream has not reached it yet in
+        the same epoch (another instance of the deployment published it a moment
+        ago): wait until :attr:`seq` reaches it, or a new epoch starts, before
+        :meth:`open`; ``None`` when :meth:`open` can answer now.
+        """
+        since = options.since
+        if (
+            since is not None
+            and since.epoch == self.epoch
+            and self.seq < since.seq <= self.seq + AHEAD_LIMIT
+        ):
+            return since.seq
+        return None
+
+    def _fan_out(self, quote: Quote, item: StreamItem[P]) -> list[Subscription[Any]]:
+        payload = item.payload
         self.history.append(item)
         self.snapshot.update(item)
         woken: list[Subscription[Any]] = self.plain.publish(quote, payload)

@@ -65,6 +65,15 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "QUOTES_FLUSH_WINDOW",
         "seconds a busy server may hold frames to batch socket writes, 0 for none (default 0.005)",
     ),
+    "history": (
+        "QUOTES_HISTORY",
+        "memory: positions and resume window per process; redis: per deployment, kept in "
+        "the Redis of --redis-url, so any instance answers since= (default memory)",
+    ),
+    "history_lease": (
+        "QUOTES_HISTORY_LEASE",
+        "seconds the sequencing instance's lease lasts unrenewed with --history redis (default 3)",
+    ),
     "history_size": (
         "QUOTES_HISTORY_SIZE",
         "quotes kept for clients resuming with since= (default 100000)",

@@ -46,6 +46,7 @@ from quotes_server.settings import NO_UPSTREAM, Settings
 from quotes_server.sources import FollowsInterest, QuoteSource
 from quotes_server.sources.demo import DemoSource
 from quotes_server.sources.redis import RedisSource
+from quotes_server.sources.sequenced import SequencedSource
 from quotes_server.sources.sharded import ShardedRedisSource
 
 __all__ = ["WS_PATHS", "create_app", "make_source"]
@@ -70,6 +71,18 @@ def make_source(settings: Settings) -> QuoteSource:
         if not settings.demo:
             raise ValueError(NO_UPSTREAM)
         return DemoSource(rate=settings.demo_rate, tickers=settings.demo_tickers)
+    if settings.history == "redis":
+        return SequencedSource(
+            settings.redis_url,
+            settings.channel,
+            history_size=settings.history_size,
+            history_age=settings.history_age,
+            lease=settings.history_lease,
+            grace_period=settings.grace_period,
+            timeout=settings.redis_timeout,
+            ping_interval=settings.redis_ping_interval,
+            pong_timeout=settings.redis_pong_timeout,
+        )
     if settings.upstream == "sharded":
         return ShardedRedisSource(
             settings.redis_url,
@@ -182,6 +195,9 @@ class QuotesEndpoint:
             )
             return
 
+        # a resume from a position another instance of the deployment published a
+        # moment ago waits (briefly) until this one has it too
+        await runtime.wait_position(options)
         # subscribe before accepting: everything published once the client has seen
         # the 101 response reaches it
         conn = runtime.open(
@@ -283,6 +299,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     sharded = source.interest
     if sharded is not None:
         metrics.watch_shards(sharded.shard_health)
+    metrics.watch_history(runtime.history_status)
     auth = Authenticator(settings)
     limits = ProtocolLimits(
         close_timeout=settings.close_timeout,
@@ -414,6 +431,7 @@ def _operator_routes(
             "python_blocks": sys.getallocatedblocks(),
             "loop": _loop_name(),
         }
+        body["history"] = runtime.history_status()
         if sharded is not None:
             body["shards"] = sharded.shard_health()
         return JSONResponse(body, status_code=200 if state.accepting else 503)

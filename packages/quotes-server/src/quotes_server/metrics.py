@@ -8,11 +8,16 @@ container).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from quotes_server.limits import LIMIT_EVENTS
@@ -124,6 +129,51 @@ class _ShardCollector(Collector):
         )
 
 
+class _HistoryCollector(Collector):
+    def __init__(self, status: Callable[[], Mapping[str, object]]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        h = self.status()
+        yield GaugeMetricFamily(
+            "quotes_history_window",
+            "Quotes held in this process's resume window (with --history redis, its mirror "
+            "of the deployment's).",
+            value=_number(h["window"]),
+        )
+        yield GaugeMetricFamily(
+            "quotes_stream_seq",
+            "The newest stream position published here.",
+            value=_number(h["seq"]),
+        )
+        info = InfoMetricFamily(
+            "quotes_history", "Where positions belong (backend) and the current epoch."
+        )
+        info.add_metric([], {"backend": str(h["backend"]), "epoch": str(h["epoch"])})
+        yield info
+        if "role" in h:
+            yield GaugeMetricFamily(
+                "quotes_history_sequencing",
+                "1 while this instance holds the sequencer's lease (--history redis), else 0.",
+                value=1 if h["role"] == "sequencing" else 0,
+            )
+            takeovers = CounterMetricFamily(
+                "quotes_history_takeovers",
+                "Sequencer leases this instance took, by outcome: continued (the epoch went "
+                "on) or new_epoch (continuity not provable).",
+                labels=["outcome"],
+            )
+            new = _number(h["new_epochs"])
+            takeovers.add_metric(["continued"], _number(h["takeovers"]) - new)
+            takeovers.add_metric(["new_epoch"], new)
+            yield takeovers
+
+
+def _number(value: object) -> float:
+    assert isinstance(value, int | float)
+    return float(value)
+
+
 class Metrics:
     """The server's metrics, in a registry of their own."""
 
@@ -205,6 +255,10 @@ class Metrics:
     def watch_shards(self, health: Callable[[], ShardHealth]) -> None:
         """Export a sharded source's per-shard health, read at scrape time."""
         self.registry.register(_ShardCollector(health))
+
+    def watch_history(self, status: Callable[[], Mapping[str, object]]) -> None:
+        """Export the stream's positions and the history's status, read at scrape time."""
+        self.registry.register(_HistoryCollector(status))
 
     def set_state(self, state: SourceState) -> None:
         """Record the upstream source's state."""

@@ -96,8 +96,16 @@ class Settings(BaseSettings):
     flush_window: float = Field(DEFAULT_FLUSH_WINDOW, ge=0, le=0.1)
     """Longest a busy server may hold new frames to write more of them per socket write
     (seconds; 0 writes after every event-loop turn). An idle server never waits."""
+    history: Literal["memory", "redis"] = "memory"
+    """Where stream positions and the resume window belong: ``memory``, to this process
+    (a resume works on the instance that gave the position); ``redis``, to the
+    deployment (positions assigned once, the window kept in Redis: any instance or
+    worker answers ``since=``, and a restart keeps the window)."""
+    history_lease: float = Field(3.0, gt=0)
+    """Seconds the sequencing instance's lease lasts without renewal (``history=redis``):
+    a standby takes over at most about this long after the sequencer dies."""
     history_size: int = Field(100_000, ge=1)
-    """Quotes the resume window holds (``since=``), per process."""
+    """Quotes the resume window holds (``since=``), per process or per deployment."""
     history_age: float = Field(120.0, gt=0)
     """Seconds a quote stays in the resume window."""
     replay_limit: int = Field(DEFAULT_REPLAY_LIMIT, ge=0)
@@ -234,6 +242,23 @@ class Settings(BaseSettings):
             raise ValueError(
                 "demo and redis_url exclude each other: the demo feed would hide the "
                 "upstream's quotes; drop --demo (QUOTES_DEMO) to stream from Redis"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _history_in_redis(self) -> Self:
+        if self.history != "redis":
+            return self
+        if self.redis_url is None:
+            raise ValueError(
+                "history=redis keeps the deployment's positions in Redis: it needs "
+                "redis_url (--redis-url, QUOTES_REDIS_URL)"
+            )
+        if self.upstream == "sharded":
+            raise ValueError(
+                "history=redis is not available with upstream=sharded (positions would "
+                "have to be kept per shard): use history=memory, where each instance "
+                "answers the resumes of the positions it gave"
             )
         return self
 

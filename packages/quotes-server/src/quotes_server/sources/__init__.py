@@ -2,19 +2,30 @@
 Where quotes come from: the Redis subscription or the built-in demo feed.
 
 A source pushes raw upstream messages (bytes, unparsed) and its state changes into
-a :class:`Sink`; the server parses, validates and fans them out. Both sources
-implement :class:`QuoteSource`.
+a :class:`Sink`; the server parses, validates and fans them out. Every source
+implements :class:`QuoteSource`. A source whose quotes carry positions assigned by
+the deployment (``--history redis``: :mod:`quotes_server.sources.sequenced`) hands
+them over with :meth:`Sink.on_positioned` instead, and brings the stream to the
+deployment's epoch and window with :meth:`Sink.restore`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Set
 from enum import StrEnum
-from typing import Protocol, TypedDict
+from typing import NamedTuple, Protocol, TypedDict
 
 from quotes_core import TickerFilter
 
-__all__ = ["FollowsInterest", "QuoteSource", "Sink", "SourceState"]
+__all__ = [
+    "FollowsInterest",
+    "QuoteSource",
+    "RuntimeSink",
+    "Sequencing",
+    "Sink",
+    "SourceState",
+    "StoredQuote",
+]
 
 
 class SourceState(StrEnum):
@@ -42,6 +53,17 @@ class SourceState(StrEnum):
         return self in (SourceState.UP, SourceState.RECONNECTING)
 
 
+class StoredQuote(NamedTuple):
+    """A quote of the deployment's history, as read back from Redis."""
+
+    seq: int
+    """Its position."""
+    raw: bytes
+    """The upstream message (validated when it was appended)."""
+    time: float
+    """When it was appended, on this process's monotonic clock."""
+
+
 class Sink(Protocol):
     """What a source feeds: raw messages and state changes."""
 
@@ -63,11 +85,38 @@ class Sink(Protocol):
         """Part of the upstream is down for good: close the clients ``affected`` says need it."""
 
 
+class RuntimeSink(Sink, Protocol):
+    """The server's sink (the runtime): also takes positions assigned by the deployment."""
+
+    def check(self, raw: bytes) -> bool:
+        """Validate one raw upstream message without publishing it; an invalid one
+        is counted and logged as :meth:`on_message` does (the sequencer's filter)."""
+        ...
+
+    def on_positioned(self, raw: bytes, seq: int, epoch: str) -> None:
+        """One upstream message at the deployment's position ``seq`` of ``epoch``."""
+
+    def begin_epoch(self, epoch: str, seq: int) -> None:
+        """The deployment started ``epoch`` after position ``seq``."""
+
+    def restore(self, epoch: str | None, seq: int, window: list[StoredQuote]) -> None:
+        """Take the deployment's ``epoch`` (``None``: none is known: a new local one),
+        its newest position and its resume window."""
+
+    def position(self) -> tuple[str, int]:
+        """The stream's epoch and newest position here."""
+        ...
+
+
 class QuoteSource(Protocol):
     """A producer of raw quote messages."""
 
     name: str
     """Short name for logs and metrics (``redis`` or ``demo``)."""
+
+    assigns_positions: bool
+    """True when the deployment assigns positions (the quotes come through
+    :meth:`Sink.on_positioned`): the runtime never starts an epoch itself."""
 
     @property
     def state(self) -> SourceState:
@@ -84,8 +133,33 @@ class QuoteSource(Protocol):
         """The source itself when it subscribes only to what clients want, else ``None``."""
         ...
 
-    async def run(self, sink: Sink) -> None:
+    @property
+    def sequencing(self) -> Sequencing | None:
+        """The deployment's sequencing as this instance takes part in it (``--history
+        redis``), else ``None``."""
+        ...
+
+    async def run(self, sink: RuntimeSink) -> None:
         """Feed ``sink`` until cancelled; never returns on its own."""
+        ...
+
+
+class Sequencing(Protocol):
+    """This instance's part in the deployment's positions (``--history redis``)."""
+
+    @property
+    def role(self) -> str:
+        """``sequencing`` while this instance holds the lease, else ``following``."""
+        ...
+
+    @property
+    def takeovers(self) -> int:
+        """Leases this instance took (the epoch continued or a new one started)."""
+        ...
+
+    @property
+    def new_epochs(self) -> int:
+        """Takeovers here that could not prove continuity and started a new epoch."""
         ...
 
 

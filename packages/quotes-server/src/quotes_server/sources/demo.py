@@ -111,6 +111,7 @@ class DemoSource:
     """
 
     name = "demo"
+    assigns_positions = False
 
     def __init__(self, rate: float = 200.0, tickers: int = 300, seed: int | None = None) -> None:
         if rate <= 0:
@@ -129,6 +130,10 @@ class DemoSource:
     @property
     def interest(self) -> None:
         return None  # every ticker, always
+
+    @property
+    def sequencing(self) -> None:
+        return None
 
     async def run(self, sink: Sink) -> None:
         sink.on_state(SourceState.UP)

@@ -63,6 +63,7 @@ class RedisSource:
     """
 
     name = "redis"
+    assigns_positions = False
 
     def __init__(
         self,
@@ -98,6 +99,10 @@ class RedisSource:
     @property
     def interest(self) -> None:
         return None  # one channel: every ticker, always
+
+    @property
+    def sequencing(self) -> None:
+        return None
 
     def _set_state(self, state: SourceState) -> None:
         if state is self._state:

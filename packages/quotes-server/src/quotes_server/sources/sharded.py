@@ -86,6 +86,7 @@ class ShardedRedisSource:
     """
 
     name = "redis-sharded"
+    assigns_positions = False
 
     def __init__(
         self,
@@ -143,6 +144,10 @@ class ShardedRedisSource:
     @property
     def interest(self) -> ShardedRedisSource:
         return self  # subscribes only to the shards clients want
+
+    @property
+    def sequencing(self) -> None:
+        return None
 
     @property
     def down_shards(self) -> frozenset[int]:
