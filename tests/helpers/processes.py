@@ -108,9 +108,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def connect(self, timeout: float) -> socket.socket:
+        """A connected socket to the server (a TLS server wraps it)."""
+        return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with self.connect(timeout=0.5) as s:
                 s.sendall(b"PING\r\n")
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
@@ -129,8 +133,9 @@ class RedisServer:
                 self.port = free_port()
         raise AssertionError("unreachable")
 
-    def _start(self) -> RedisServer:
-        argv = [
+    def argv(self) -> list[str]:
+        """The command line (a TLS server listens on its TLS port instead)."""
+        return [
             self.binary,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -140,7 +145,14 @@ class RedisServer:
             "--daemonize", "no",
             "--loglevel", "warning",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @property
+    def stderr_path(self) -> Path:
+        return Path(self.dir) / "stderr.log"
+
+    def _start(self) -> RedisServer:
+        with self.stderr_path.open("ab") as stderr:
+            self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=stderr)
         wait_until(self._ready, timeout=10, what=f"redis-server on port {self.port}")
         self._port_chosen = False  # started: its URL is handed out from now on
         return self
@@ -148,7 +160,8 @@ class RedisServer:
     def _ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise TestSetupError(f"redis-server exited with {self.proc.returncode}")
+            said = self.stderr_path.read_text(errors="replace")[-2000:]
+            raise TestSetupError(f"redis-server exited with {self.proc.returncode}: {said}")
         return self.ping()
 
     def stop(self) -> None:
@@ -163,7 +176,7 @@ class RedisServer:
 
     def command(self, *args: bytes | str) -> bytes:
         """Send one command over a raw RESP connection; return the raw reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+        with self.connect(timeout=5) as s:
             s.sendall(resp(*args))
             return s.recv(65536)
 
@@ -171,7 +184,7 @@ class RedisServer:
         self, channel: str, messages: Sequence[bytes | str], command: str = "PUBLISH"
     ) -> None:
         """``PUBLISH`` (or ``command``) every message, pipelined over one connection, in order."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=30) as s:
+        with self.connect(timeout=30) as s:
             for i in range(0, len(messages), 1000):
                 chunk = messages[i : i + 1000]
                 s.sendall(b"".join(resp(command, channel, m) for m in chunk))
@@ -189,7 +202,7 @@ class RedisServer:
     def publish(self, channel: str, message: bytes | str) -> int:
         """``PUBLISH`` over a raw RESP connection; returns the receiver count."""
         cmd = resp("PUBLISH", channel, message)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+        with self.connect(timeout=5) as s:
             s.sendall(cmd)
             reply = s.recv(64)
         if not reply.startswith(b":"):
