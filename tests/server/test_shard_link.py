@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
@@ -32,7 +33,7 @@ class Owner:
     pong_timeout = 5.0
     username: str | None = None
     password: str | None = None
-    tls = False
+    ssl_context: ssl.SSLContext | None = None
 
     def __init__(self) -> None:
         self.delivered: list[bytes] = []

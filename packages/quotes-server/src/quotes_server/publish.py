@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from quotes_core import DEFAULT_SHARDS, MAX_SHARDS, ShardMap
 from quotes_server.sources.demo import DemoFeed
+from quotes_server.sources.redis_url import RedisUrlError, parse_redis_url
 
 __all__ = ["connect", "main", "publish_lines", "publish_synthetic", "ticker_of"]
 
@@ -40,7 +41,15 @@ Client = Redis | RedisCluster
 def connect(url: str, *, sharded: bool = False, timeout: float = 5.0) -> Client:
     """
     A client for ``url``: plain, unless ``sharded`` and the server is a cluster node.
+
+    The URL is checked as the server checks it (a ``rediss://`` URL's TLS options
+    honoured, anything else refused by name), then handed to redis-py, which applies
+    the same options.
+
+    Raises:
+        RedisUrlError: the URL asks for something the server would refuse too.
     """
+    parse_redis_url(url).ssl_context()
     plain = Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
     if not sharded:
         return plain
@@ -185,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     shards = ShardMap(args.channel, args.shards) if sharded else None
     try:
         client = connect(args.redis_url, sharded=sharded)
+    except RedisUrlError as exc:
+        sys.exit(f"quotes-publish: invalid --redis-url: {exc}")
     except RedisError as exc:
         sys.exit(f"quotes-publish: Redis error: {exc}")
     try:

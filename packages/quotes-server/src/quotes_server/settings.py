@@ -24,6 +24,7 @@ from quotes_core import (
     MAX_SHARDS,
     origin_allowed,
 )
+from quotes_server.sources.redis_url import SHARDED_NEEDS_TCP, parse_redis_url
 
 __all__ = ["MIN_JWT_SECRET_BYTES", "NO_UPSTREAM", "Settings"]
 
@@ -62,7 +63,9 @@ class Settings(BaseSettings):
     """Log level of the server and uvicorn."""
 
     redis_url: str | None = None
-    """Redis to subscribe to; without it the server needs ``demo`` and streams no real prices."""
+    """Redis to subscribe to; without it the server needs ``demo`` and streams no real prices.
+    ``rediss://`` connects with TLS; every query option is honoured or refused at start-up
+    (:func:`~quotes_server.sources.redis_url.parse_redis_url`)."""
     demo: bool = False
     """Serve the built-in demo feed of synthetic quotes instead of an upstream (never real
     prices: a server without ``redis_url`` refuses to start unless this is set)."""
@@ -236,6 +239,15 @@ class Settings(BaseSettings):
     def _blank_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            # every option honoured or refused by name, and the TLS files readable, now
+            # rather than at the first connection (RedisUrlError is a ValueError)
+            parse_redis_url(value).ssl_context()
+        return value
+
     @model_validator(mode="after")
     def _one_upstream(self) -> Self:
         if self.demo and self.redis_url is not None:
@@ -260,6 +272,16 @@ class Settings(BaseSettings):
                 "have to be kept per shard): use history=memory, where each instance "
                 "answers the resumes of the positions it gave"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _sharded_over_tcp(self) -> Self:
+        if (
+            self.upstream == "sharded"
+            and self.redis_url is not None
+            and parse_redis_url(self.redis_url).unix_path is not None
+        ):
+            raise ValueError(SHARDED_NEEDS_TCP)
         return self
 
     @model_validator(mode="after")

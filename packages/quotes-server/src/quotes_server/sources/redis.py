@@ -15,8 +15,10 @@ asyncio protocol feeds each chunk the socket hands over to hiredis's reply parse
 (the one redis-py itself uses) and gives every complete message to the sink straight
 away, so a burst of quotes costs one callback instead of one ``get_message`` await
 per quote (about 15 µs each), and the runtime's next write round sees the whole
-burst. The URL is parsed by
-redis-py; connecting, AUTH and SUBSCRIBE run under one timeout. When the channel is
+burst. The URL is read by :func:`~quotes_server.sources.redis_url.parse_redis_url`
+(redis-py's parser; a ``rediss://`` URL's TLS options become the connection's
+:class:`ssl.SSLContext`); connecting, the TLS handshake, AUTH and SUBSCRIBE run
+under one timeout. When the channel is
 silent we send our own PING and expect the PONG within a deadline: a missing PONG
 is a failure (a silently dead connection), silence alone is not (markets go quiet).
 """
@@ -25,16 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from typing import Any
 
 import hiredis
-from redis.connection import parse_url
 from redis.exceptions import RedisError
 
 from quotes_core import Backoff
 from quotes_server.sources import Sink, SourceState
 from quotes_server.sources.health import HealthTable
+from quotes_server.sources.redis_url import parse_redis_url
 from quotes_server.sources.resp import (
     PING,
     RespProtocol,
@@ -53,7 +54,9 @@ class RedisSource:
     Subscribe to ``channel`` on ``url`` and feed every message to a sink.
 
     Args:
-        url: Redis URL (``redis://host:port/db``).
+        url: Redis URL (``redis://host:port/db``, ``rediss://`` for TLS, ``unix://``);
+            what it asks for that the server does not honour raises
+            :class:`~quotes_server.sources.redis_url.RedisUrlError`.
         channel: the Pub/Sub channel.
         grace_period: seconds in ``RECONNECTING`` before the state becomes ``DOWN``.
         timeout: connect and command timeout, in seconds.
@@ -87,7 +90,8 @@ class RedisSource:
         """Successful re-subscriptions after a failure."""
         self._state = SourceState.CONNECTING
         self._health = HealthTable(1, grace_period)
-        self._address = _Address(url)
+        self._address = parse_redis_url(url)
+        self._ssl = self._address.ssl_context()  # built once: the CA files are read here
         self._sink: Sink | None = None
         self._grace: asyncio.TimerHandle | None = None
         self._backoff = Backoff(initial=0.1, max_delay=min(5.0, max(0.1, grace_period)), jitter=0.5)
@@ -183,14 +187,14 @@ class RedisSource:
         reader = _PubSubReader(self.channel.encode(), sink)
         async with asyncio.timeout(self.timeout):
             try:
-                if self._address.path is not None:
-                    await loop.create_unix_connection(lambda: reader, self._address.path)
+                if self._address.unix_path is not None:
+                    await loop.create_unix_connection(lambda: reader, self._address.unix_path)
                 else:
                     await loop.create_connection(
                         lambda: reader,
                         self._address.host,
                         self._address.port,
-                        ssl=self._address.ssl,
+                        ssl=self._ssl,
                     )
                 await reader.authenticate(self._address.username, self._address.password)
                 await reader.subscribe()
@@ -207,21 +211,6 @@ class RedisSource:
             ping_interval=self.ping_interval,
             pong_timeout=self.pong_timeout,
             read_timeout=self.read_timeout,
-        )
-
-
-class _Address:
-    """Where to connect, parsed from a Redis URL by redis-py's own URL parser."""
-
-    def __init__(self, url: str) -> None:
-        options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
-        self.host: str = options.get("host", "localhost")
-        self.port: int = options.get("port", 6379)
-        self.path: str | None = options.get("path")
-        self.username: str | None = options.get("username")
-        self.password: str | None = options.get("password")
-        self.ssl: ssl.SSLContext | None = (
-            ssl.create_default_context() if url.startswith("rediss://") else None
         )
 
 

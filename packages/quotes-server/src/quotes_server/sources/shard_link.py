@@ -52,7 +52,7 @@ class LinkOwner(Protocol):
     pong_timeout: float
     username: str | None
     password: str | None
-    tls: bool
+    ssl_context: ssl.SSLContext | None
 
     def deliver(self, data: bytes) -> None: ...
 
@@ -184,10 +184,9 @@ class ShardLink:
         src = self.source
         loop = asyncio.get_running_loop()
         host, port = self.address
-        context = ssl.create_default_context() if src.tls else None
         async with asyncio.timeout(src.timeout):
             _, conn = await loop.create_connection(
-                lambda: _ShardProtocol(self), host, port, ssl=context
+                lambda: _ShardProtocol(self), host, port, ssl=src.ssl_context
             )
             try:
                 await conn.authenticate(src.username, src.password)

@@ -54,12 +54,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.connection import SSLConnection, parse_url
 from redis.exceptions import MovedError, RedisError, ResponseError
 
 from quotes_core import DEFAULT_FLUSH_BUDGET, Backoff, ShardMap, TickerFilter
 from quotes_server.sources import ShardHealth, Sink, SourceState
 from quotes_server.sources.health import HealthTable
+from quotes_server.sources.redis_url import SHARDED_NEEDS_TCP, RedisUrlError, parse_redis_url
 from quotes_server.sources.shard_link import ShardLink
 from quotes_server.sources.topology import Address, assignment, owners_from_slots, wanted_shards
 from quotes_server.tasks import cancel_and_wait
@@ -76,7 +76,9 @@ class ShardedRedisSource:
     Subscribe with ``SSUBSCRIBE`` to the shard channels that connected clients need.
 
     Args:
-        url: Redis URL of one node (any node of a cluster, or a single Redis 7).
+        url: Redis URL of one node (any node of a cluster, or a single Redis 7);
+            ``rediss://`` for TLS, with the options of
+            :func:`~quotes_server.sources.redis_url.parse_redis_url`.
         prefix: channel prefix; shard ``n`` is ``<prefix>.{n}``.
         shards: how many shard channels the feed publishes on.
         grace_period: seconds a lost shard may stay lost before it counts as down.
@@ -104,18 +106,15 @@ class ShardedRedisSource:
         self.timeout = timeout
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
-        options = parse_url(url)  # type: ignore[no-untyped-call]
-        self.tls = options.pop("connection_class", None) is SSLConnection
-        """True for a ``rediss://`` URL (the links connect with TLS)."""
-        if self.tls:
-            options["ssl"] = True
-        self.username: str | None = options.get("username")
-        self.password: str | None = options.get("password")
-        self._seed: Address = (
-            str(options.pop("host", "127.0.0.1")),
-            int(options.pop("port", 6379)),
-        )
-        self._options: dict[str, Any] = options
+        parsed = parse_redis_url(url)
+        if parsed.unix_path is not None:
+            raise RedisUrlError(SHARDED_NEEDS_TCP)
+        self.username = parsed.username
+        self.password = parsed.password
+        self.ssl_context = parsed.ssl_context()
+        """The links' TLS context for a ``rediss://`` URL (None: plain TCP)."""
+        self._seed: Address = (parsed.host, parsed.port)
+        self._client_options = parsed.client_kwargs()
         self.reconnects = 0
         """Links that came back after a failure."""
         self.cluster: bool | None = None
@@ -250,7 +249,7 @@ class ShardedRedisSource:
             socket_timeout=self.timeout,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
-            **self._options,
+            **self._client_options,
         )
 
     async def close_quietly(self, client: Redis) -> None:
