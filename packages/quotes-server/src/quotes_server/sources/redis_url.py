@@ -16,8 +16,8 @@ a URL is dropped silently. Honoured:
   both verify the server the same way.
 
 Refused: TLS options on a ``redis://`` or ``unix://`` URL, OCSP checks, redis-py's
-socket, retry and pool options (the server has its own settings for those, named in
-the message), options given twice or without a value, and unknown options.
+socket, liveness, retry and protocol options (the server has its own settings for those,
+named in the message), options given twice or without a value, and any other option.
 """
 
 from __future__ import annotations
