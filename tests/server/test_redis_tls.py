@@ -74,16 +74,28 @@ def start(start_server: StartServer, url: str, **settings: object) -> ServerProc
     return start_server(None, redis_url=url, grace_period=1, **settings)
 
 
+@pytest.mark.parametrize("history", ["memory", "redis"])
 async def test_a_rediss_url_with_the_ca_streams_quotes(
-    tls_redis: TlsRedisServer, pki: Pki, start_server: StartServer
+    tls_redis: TlsRedisServer, pki: Pki, start_server: StartServer, history: str
 ) -> None:
-    """ssl_ca_certs: the server subscribes over TLS and a quote published over TLS arrives."""
+    """
+    ssl_ca_certs: the server subscribes over TLS and a quote published over TLS
+    arrives; with --history redis the sequencer's commands and the window's reads go
+    over TLS too (the quote has its deployment position).
+    """
     url = f"{tls_redis.url}?ssl_ca_certs={pki.ca}"
-    server = start(start_server, url)
+    server = start(start_server, url, history=history)
     assert json.loads(server.get("/ready")[1])["upstream"] == "up"
-    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
+    if history == "redis":
+        wait_until(
+            lambda: json.loads(server.get("/ready")[1])["history"].get("role") == "sequencing",
+            what="the server sequencing over TLS",
+        )
+    async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL&seq=1") as ws:
         publish(url, upstream_message("AAPL", 7))
-        assert (await recv_json(ws))["volume"] == 7
+        quote = await recv_json(ws)
+        assert quote["volume"] == 7
+        assert quote["epoch"] == json.loads(server.get("/ready")[1])["history"]["epoch"]
 
 
 async def test_default_verification_refuses_an_unknown_ca(

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from redis.asyncio import Redis
 from redis.connection import parse_url
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "RedisUrl",
     "RedisUrlError",
     "TlsOptions",
+    "command_client",
     "parse_redis_url",
 ]
 
@@ -297,4 +299,24 @@ def _tls(options: dict[str, Any]) -> TlsOptions:
         ciphers=options.get("ssl_ciphers"),
         include_verify_flags=tuple(options.get("ssl_include_verify_flags", ())),
         exclude_verify_flags=tuple(options.get("ssl_exclude_verify_flags", ())),
+    )
+
+
+def command_client(url: str, timeout: float) -> Redis:
+    """
+    A redis-py asyncio client for commands (not Pub/Sub) on ``url``: its address
+    (TCP or ``unix://``), database, credentials and TLS options, with ``timeout`` for
+    connecting and for each reply.
+    """
+    parsed = parse_redis_url(url)
+    address: dict[str, Any] = (
+        {"unix_socket_path": parsed.unix_path}
+        if parsed.unix_path is not None
+        else {"host": parsed.host, "port": parsed.port}
+    )
+    return Redis(
+        **address,
+        socket_connect_timeout=timeout,
+        socket_timeout=timeout,
+        **parsed.client_kwargs(),
     )

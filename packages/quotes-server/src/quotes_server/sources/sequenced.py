@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from quotes_core import TickerFilter
 from quotes_server.sources import RuntimeSink, SourceState, StoredQuote
 from quotes_server.sources.redis import RedisSource
+from quotes_server.sources.redis_url import command_client
 from quotes_server.sources.sequencer import Sequencer, history_keys
 
 __all__ = ["SequencedSource"]
@@ -201,9 +202,7 @@ class SequencedSource:
         """Read the deployment's epoch and window, bring the engine to it, go up."""
         sink = self._sink
         assert sink is not None
-        redis = Redis.from_url(
-            self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-        )
+        redis = command_client(self.url, self.timeout)
         try:
             while True:
                 try:

@@ -40,6 +40,7 @@ from redis.exceptions import RedisError, ResponseError
 from quotes_core import InvalidQuote, TickerFilter, checked_epoch, parse_quote
 from quotes_server.sources import SourceState
 from quotes_server.sources.redis import RedisSource
+from quotes_server.sources.redis_url import command_client
 
 __all__ = ["APPEND", "START", "HistoryKeys", "Sequencer", "history_keys"]
 
@@ -198,9 +199,7 @@ class Sequencer:
 
     async def run(self) -> None:
         """Subscribe upstream, and lead or stand by, until cancelled."""
-        self._redis = Redis.from_url(
-            self._url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout
-        )
+        self._redis = command_client(self._url, self.timeout)
         scripts = {name: self._redis.register_script(text) for name, text in _SCRIPTS.items()}
         try:
             async with asyncio.TaskGroup() as tasks:
