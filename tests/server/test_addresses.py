@@ -1,7 +1,9 @@
 """
 The per-address cap counts an IPv6 client by its /64 (configurable), an IPv4 client
 by its address: the key function's properties, then the real server behind a proxy
-and on the IPv6 loopback.
+and on the IPv6 loopback. Who is trusted with ``X-Forwarded-For`` follows uvicorn's
+rule, and a handshake whose header is ignored gets the server to say which setting
+is missing, once.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import socket
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from uvicorn.middleware.proxy_headers import _TrustedHosts
 
-from quotes_server.addresses import address_key
-from tests.helpers.processes import RedisServer, ServerProcess, python_module
+from quotes_server.addresses import address_key, trusted_peer
+from quotes_server.app import PROXY_HINT_PERIOD
+from tests.helpers.processes import RedisServer, ServerProcess, eventually, python_module
 from tests.helpers.server import StartServer
 from tests.helpers.ws import handshake_rejection, open_ws
 
@@ -70,6 +74,86 @@ def test_prefix_128_is_the_exact_address(
     """With ipv6_prefix=128 two IPv6 addresses share a key only when they are equal."""
     if a.ipv4_mapped is None and b.ipv4_mapped is None:
         assert (address_key(str(a), 128) == address_key(str(b), 128)) == (a == b)
+
+
+def test_trusted_peers() -> None:
+    """Addresses, networks, IPv6, ``*`` and literals; nothing trusted by an empty list."""
+    assert trusted_peer("127.0.0.1", ["127.0.0.1"])
+    assert trusted_peer("10.1.2.3", ["192.0.2.1", "10.0.0.0/8"])
+    assert not trusted_peer("10.1.2.3", ["10.0.0.0/16"])
+    assert trusted_peer("2001:db8::7", ["2001:db8::/64"])
+    assert not trusted_peer("127.0.0.1", ["::1"])
+    assert not trusted_peer("127.0.0.1", [])
+    assert trusted_peer("203.0.113.9", ["*"])
+    assert trusted_peer("/run/quotes.sock", ["/run/quotes.sock"])
+    assert not trusted_peer("unknown", ["10.0.0.0/8"])
+
+
+NETWORKS = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(str),
+    st.builds(
+        lambda ip, bits: f"{ipaddress.ip_network((ip, bits), strict=False)}",
+        st.ip_addresses(v=4),
+        st.integers(0, 32),
+    ),
+    st.builds(
+        lambda ip, bits: f"{ipaddress.ip_network((ip, bits), strict=False)}",
+        st.ip_addresses(v=6),
+        st.integers(0, 128),
+    ),
+)
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)), st.lists(NETWORKS, max_size=4))
+def test_trust_is_uvicorns(
+    peer: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: list[str]
+) -> None:
+    """The hint's rule agrees with uvicorn's proxy-headers middleware on every peer."""
+    assert trusted_peer(str(peer), trusted) == (str(peer) in _TrustedHosts(trusted))
+
+
+async def test_ignored_forwarded_for_logs_one_hint(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """
+    From an untrusted peer, X-Forwarded-For is ignored and one WARNING names the setting,
+    however many such handshakes come in a hint period; a trusted proxy gets none.
+    """
+    hint = "X-Forwarded-For from 127.0.0.1 ignored"
+    forwarded = {"additional_headers": {"X-Forwarded-For": "203.0.113.9"}}
+    server = start_server(redis_server)
+    url = f"{server.ws_url}/ws/quotes?tickers=AAPL"
+    async with open_ws(url):  # no header: nothing to say
+        pass
+    for _ in range(5):
+        async with open_ws(url, **forwarded):
+            pass
+    await eventually(lambda: server.log().count("disconnected code=") == 6, what="six closes")
+    lines = [line for line in server.log().splitlines() if hint in line]
+    assert len(lines) == 1, lines
+    assert "WARNING" in lines[0]
+    assert "QUOTES_TRUSTED_PROXIES / --trusted-proxies: none" in lines[0]
+    assert "every client behind it counts as 127.0.0.1" in lines[0]
+    assert "HTTP 429" in lines[0]
+    assert f"at most once per {PROXY_HINT_PERIOD:.0f} s" in lines[0]
+    assert "connected from 203.0.113.9" not in server.log()  # the header really was ignored
+
+    # a list that names some other proxy: the same hint, showing the list
+    other = start_server(redis_server, trusted_proxies="10.0.0.0/8")
+    async with open_ws(f"{other.ws_url}/ws/quotes", **forwarded):
+        pass
+    await eventually(lambda: hint in other.log(), what="the hint")
+    assert "--trusted-proxies: 10.0.0.0/8)" in other.log()
+
+    # the proxy is trusted: the header names the client, and there is nothing to hint
+    trusted = start_server(redis_server, trusted_proxies="127.0.0.1")
+    for _ in range(3):
+        async with open_ws(f"{trusted.ws_url}/ws/quotes", **forwarded):
+            pass
+    await eventually(lambda: trusted.log().count("disconnected code=") == 3, what="three closes")
+    assert trusted.log().count("connected from 203.0.113.9") == 3
+    assert "X-Forwarded-For from" not in trusted.log()
 
 
 async def test_ipv6_clients_count_per_slash_64_behind_a_proxy(

@@ -10,7 +10,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,7 +39,7 @@ from quotes_server.frames import FRAMES_EXTENSION
 from quotes_server.guard import install_protections
 from quotes_server.internal import InternalServer
 from quotes_server.limits import INBOUND_EXTENSION, LIMITS_STATE_KEY, ProtocolLimits
-from quotes_server.logs import safe
+from quotes_server.logs import RateLimitedLog, safe
 from quotes_server.metrics import Metrics, disconnect_label
 from quotes_server.runtime import Runtime
 from quotes_server.settings import NO_UPSTREAM, Settings
@@ -277,6 +277,40 @@ def _host(ws: WebSocket, ipv6_prefix: int) -> str:
     return address_key(client.host, ipv6_prefix) if client else "?"
 
 
+PROXY_HINT_PERIOD = 300.0
+"""Seconds between two hints about an ``X-Forwarded-For`` from an untrusted peer."""
+
+
+def _proxy_hint(settings: Settings) -> Callable[[str], None]:
+    """
+    The hint for a handshake whose ``X-Forwarded-For`` was ignored: its peer is not a
+    trusted proxy. Behind a reverse proxy that is the misconfiguration that makes every
+    client count as the proxy's address (the per-address cap then answers 429), so say
+    which setting fixes it; at most once per :data:`PROXY_HINT_PERIOD`, since any
+    client can send the header.
+    """
+    hint = RateLimitedLog(log, burst=1, period=PROXY_HINT_PERIOD)
+    trusted = ",".join(settings.trusted_proxies) or "none"
+    cap = settings.max_connections_per_ip
+    effect = f"; past {cap} of them (max_connections_per_ip) they get HTTP 429" if cap else ""
+
+    def untrusted_forward(peer: str) -> None:
+        hint(
+            logging.WARNING,
+            "X-Forwarded-For from %s ignored: that peer is not a trusted proxy "
+            "(QUOTES_TRUSTED_PROXIES / --trusted-proxies: %s). If it is your reverse proxy, "
+            "add its address there: until then every client behind it counts as %s%s "
+            "(this hint: at most once per %d s)",
+            peer,
+            trusted,
+            peer,
+            effect,
+            PROXY_HINT_PERIOD,
+        )
+
+    return untrusted_forward
+
+
 def _loop_name() -> str:
     """The running event loop's implementation (``uvloop`` when uvicorn picked it)."""
     loop_type = type(asyncio.get_running_loop())
@@ -315,6 +349,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         inbound_rate=settings.ws_inbound_rate,
         inbound_burst=settings.ws_inbound_burst,
         on_limit=lambda event: metrics.limit_hits.labels(event).inc(),
+        on_untrusted_forward=_proxy_hint(settings),
     )
 
     # /ready and /metrics tell connection counts, tasks and shard health: on the internal

@@ -28,6 +28,11 @@ answered. Every rejection is a complete HTTP response followed by a close, so an
 client (browser, ``websockets``, curl) sees a real status at once; where a
 response is already on the wire, the connection is just closed.
 
+A WebSocket handshake that carries ``X-Forwarded-For`` from a peer uvicorn does not
+trust with it (not in ``--trusted-proxies``) is reported to
+:attr:`~quotes_server.limits.ProtocolLimits.on_untrusted_forward`: here the peer's
+own address is still known, where the app sees it only after uvicorn's rewrite.
+
 Every scope it hands the app, WebSocket upgrades included, carries the
 :data:`~quotes_server.guard.SERVED_BY_EXTENSION` mark, so the app can refuse to
 serve when uvicorn runs without our protocols or with another proxy rule
@@ -46,6 +51,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from quotes_server.addresses import trusted_peer
 from quotes_server.guard import SERVED_BY_EXTENSION, ServedBy
 from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
 
@@ -99,7 +105,8 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         self._got_bytes = False
         self._counted = False
         self._rejected = False
-        self._served_by: dict[object, object] = {"config": ServedBy.of(config)}
+        self._served = ServedBy.of(config)
+        self._served_by: dict[object, object] = {"config": self._served}
 
     # --- the connection cap --------------------------------------------------------------
 
@@ -136,6 +143,7 @@ class QuotesHttpProtocol(HttpToolsProtocol):
 
     def handle_websocket_upgrade(self) -> None:
         self._uncount()  # from here on it is a WebSocket, counted by the app
+        self._check_forwarded()
         super().handle_websocket_upgrade()
         # the WebSocket protocol built its scope while it read the upgrade request and
         # created the app's task, which has not run yet: mark the scope before it does
@@ -146,6 +154,15 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         # parser holds it (as the callbacks' target) and it holds the parser, a cycle
         # uvicorn breaks only in connection_lost, which now goes to the WebSocket.
         self.parser = None  # type: ignore[assignment]
+
+    def _check_forwarded(self) -> None:
+        """Report an ``X-Forwarded-For`` that uvicorn ignores (its peer is not trusted)."""
+        if self.client is None or all(name != b"x-forwarded-for" for name, _ in self.headers):
+            return
+        served = self._served
+        trusted = served.forwarded_allow_ips if served.proxy_headers else ()
+        if not trusted_peer(self.client[0], trusted):
+            self.limits.on_untrusted_forward(self.client[0])
 
     def shutdown(self) -> None:
         if self._held is not None:

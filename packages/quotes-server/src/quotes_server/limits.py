@@ -5,7 +5,10 @@ The app hands one :class:`ProtocolLimits` to the protocols through the lifespan
 state (key :data:`LIMITS_STATE_KEY`): uvicorn creates a protocol object per
 connection with that state, before any ASGI code runs for it. Every limit that
 trips is reported through :attr:`ProtocolLimits.on_limit` with one of the names
-in :data:`LIMIT_EVENTS`, which the server counts in ``quotes_limit_hits``.
+in :data:`LIMIT_EVENTS`, which the server counts in ``quotes_limit_hits``; a
+handshake whose ``X-Forwarded-For`` is ignored (its peer is not a trusted proxy)
+through :attr:`ProtocolLimits.on_untrusted_forward`, which the server turns into
+a rate-limited hint.
 
 One piece of it is shared mutable state: :class:`HttpConnectionCount`, the
 process's count of open plain-HTTP connections, which every protocol object of the
@@ -117,6 +120,9 @@ class ProtocolLimits:
     """The process's open plain-HTTP connections, shared by every connection handed this."""
     on_limit: Callable[[str], None] = field(default=_ignore, compare=False)
     """Called with the name of each limit that trips (see :data:`LIMIT_EVENTS`)."""
+    on_untrusted_forward: Callable[[str], None] = field(default=_ignore, compare=False)
+    """Called with the peer's address when a WebSocket handshake carries
+    ``X-Forwarded-For`` from a peer not trusted with it (the header is then ignored)."""
 
 
 INBOUND_EXTENSION = "quotes.inbound"
