@@ -1,22 +1,33 @@
 """
-The shipped deploy/nginx.conf, run by the distribution's nginx in front of two
-quotes-server processes on one private Redis: the contract works through it.
+The shipped nginx snippets (deploy/nginx/), installed as on a distribution's nginx
+(conf.d and snippets under a minimal main config), run by the distribution's nginx in
+front of two quotes-server processes on one private Redis: the contract works through
+it, over ws:// and, with a generated certificate, over wss://.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from quotes_client import QuotesClient
 from quotes_client.events import ConnectionEvent, Disconnected
@@ -33,45 +44,200 @@ from tests.helpers.server import StartServer
 from tests.helpers.ws import collect_until, handshake_rejection, open_ws
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-CONF = ROOT / "deploy" / "nginx.conf"
+NGINX_DIR = ROOT / "deploy" / "nginx"
+SNIPPET = NGINX_DIR / "quotes.conf"
+"""The conf.d snippet: map, log format, upstream, the plain-HTTP server."""
+TLS_SNIPPET = NGINX_DIR / "quotes_tls.conf"
+"""The second conf.d snippet: the TLS server."""
+LOCATIONS = NGINX_DIR / "quotes-locations.conf"
+"""The locations both servers include (from /etc/nginx/snippets/)."""
+UPSTREAMS = ("server 127.0.0.1:8001 ", "server 127.0.0.1:8002 ")
+"""The snippet's upstream servers: quotes-server@1 and @2 of the template unit."""
 GOOD_ORIGIN = "http://quotes.example"
+HINT = "X-Forwarded-For from"
+"""The start of the server's hint about an ignored X-Forwarded-For."""
 
 pytestmark = pytest.mark.anyio
 
 
-def nginx_config(folder: Path, listen: int, upstreams: tuple[int, int]) -> str:
-    """deploy/nginx.conf with loopback ports and private paths; each edit must apply once."""
-    text = CONF.read_text()
-    edits = {
-        "worker_processes auto;": "daemon off;\nworker_processes 1;",
-        "pid /var/run/nginx.pid;": f"pid {folder}/nginx.pid;",
-        "error_log /dev/stderr warn;": f"error_log {folder}/error.log warn;",
-        "access_log /dev/stdout quotes;": f"access_log {folder}/access.log quotes;\n"
-        + "".join(
-            f"    {kind}_temp_path {folder}/{kind};\n"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        ),
-        "server quotes1:8000": f"server 127.0.0.1:{upstreams[0]}",
-        "server quotes2:8000": f"server 127.0.0.1:{upstreams[1]}",
-        "listen 8080;": f"listen 127.0.0.1:{listen};",
-    }
+def edited(path: Path, edits: dict[str, str]) -> str:
+    """``path``'s text with each edit applied; each must apply exactly once."""
+    text = path.read_text()
     for old, new in edits.items():
-        assert text.count(old) == 1, f"deploy/nginx.conf no longer has {old!r} exactly once"
+        assert text.count(old) == 1, f"{path.name} no longer has {old!r} exactly once"
         text = text.replace(old, new)
     return text
 
 
+@dataclass(frozen=True)
+class Certificate:
+    """A server certificate for 127.0.0.1 and ``localhost``, and the CA that signed it."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts this CA only (host names checked)."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def make_certificate(folder: Path) -> Certificate:
+    """A throwaway CA and a server certificate it signs, valid for one day."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(
+        subject: str,
+        issuer: str,
+        key: ec.EllipticCurvePrivateKey,
+        public: ec.EllipticCurvePublicKey,
+    ) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        build("quotes test CA", "quotes test CA", ca_key, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        build("localhost", "quotes test CA", ca_key, key.public_key())
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = Certificate(folder / "ca.pem", folder / "fullchain.pem", folder / "privkey.pem")
+    out.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    out.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return out
+
+
+def nginx_config(
+    folder: Path,
+    listen: int,
+    upstreams: tuple[int, int],
+    tls: tuple[int, Certificate] | None = None,
+) -> Path:
+    """
+    Install the shipped snippets under ``folder`` as a distribution's nginx has them
+    (``conf.d/quotes.conf``, with ``tls`` also ``conf.d/quotes_tls.conf``, and
+    ``snippets/quotes-locations.conf``), with loopback ports and private paths, and
+    write the minimal main config that includes them; return the main config's path.
+    Every edit must apply exactly once, so a change to the snippets shows here.
+    """
+    (folder / "conf.d").mkdir(exist_ok=True)
+    (folder / "snippets").mkdir(exist_ok=True)
+    (folder / "conf.d" / SNIPPET.name).write_text(
+        edited(
+            SNIPPET,
+            {
+                UPSTREAMS[0]: f"server 127.0.0.1:{upstreams[0]} ",
+                UPSTREAMS[1]: f"server 127.0.0.1:{upstreams[1]} ",
+                "listen 80;": f"listen 127.0.0.1:{listen};",
+            },
+        )
+    )
+    (folder / "snippets" / "quotes-locations.conf").write_text(
+        edited(
+            LOCATIONS,
+            {
+                "access_log /var/log/nginx/access.log quotes;": (
+                    f"access_log {folder}/access.log quotes;"
+                )
+            },
+        )
+    )
+    if tls is not None:
+        port, certificate = tls
+        (folder / "conf.d" / TLS_SNIPPET.name).write_text(
+            edited(
+                TLS_SNIPPET,
+                {
+                    "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+                    "/etc/ssl/quotes/fullchain.pem;": f"{certificate.cert};",
+                    "/etc/ssl/quotes/privkey.pem;": f"{certificate.key};",
+                },
+            )
+        )
+    temp_paths = "".join(
+        f"    {kind}_temp_path {folder}/{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    main = folder / "nginx.conf"
+    # what a distribution's nginx.conf amounts to here: a pid file, an error log and
+    # an http block that includes conf.d/*.conf (relative includes resolve from here)
+    main.write_text(
+        "daemon off;\n"
+        "worker_processes 1;\n"
+        f"pid {folder}/nginx.pid;\n"
+        f"error_log {folder}/error.log warn;\n"
+        "events {\n    worker_connections 1024;\n}\n"
+        "http {\n"
+        f"{temp_paths}"
+        f"    include {folder}/conf.d/*.conf;\n"
+        "}\n"
+    )
+    return main
+
+
+@dataclass(frozen=True)
+class Front:
+    """A running nginx: its plain-HTTP port, and its TLS port when it has one."""
+
+    port: int
+    tls_port: int | None = None
+
+
 @contextlib.contextmanager
-def nginx(folder: Path, upstreams: tuple[int, int]) -> Iterator[int]:
-    """Run nginx (foreground, own prefix and pid file) on a free port; stop it by PID."""
+def nginx(
+    folder: Path, upstreams: tuple[int, int], certificate: Certificate | None = None
+) -> Iterator[Front]:
+    """Run nginx (foreground, own prefix and pid file) on free ports; stop it by PID."""
     if NGINX is None:
         hint = "nginx not found: install it with `apt-get install nginx`"
         if os.environ.get("CI"):
             pytest.fail(hint, pytrace=False)
         pytest.skip(hint)
-    port = free_port()
-    conf = folder / "nginx.conf"
-    conf.write_text(nginx_config(folder, port, upstreams))
+    front = Front(free_port(), free_port() if certificate is not None else None)
+    tls = (front.tls_port, certificate) if front.tls_port and certificate else None
+    conf = nginx_config(folder, front.port, upstreams, tls)
     argv = [NGINX, "-p", str(folder), "-c", str(conf), "-e", str(folder / "error.log")]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
@@ -81,13 +247,14 @@ def nginx(folder: Path, upstreams: tuple[int, int]) -> Iterator[int]:
                 log = (folder / "error.log").read_text(errors="replace")
                 raise AssertionError(f"nginx exited with {proc.returncode}:\n{log}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                url = f"http://127.0.0.1:{front.port}/health"
+                with urllib.request.urlopen(url, timeout=1) as r:
                     return bool(r.status == 200)
             except OSError:
                 return False
 
         wait_until(up, timeout=15, what="nginx answering /health")
-        yield port
+        yield front
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)  # fast shutdown: open tunnels are cut
@@ -115,8 +282,8 @@ async def test_contract_through_nginx(
     settings = {"cors_origins": GOOD_ORIGIN, "trusted_proxies": "127.0.0.1"}
     one = start_server(redis_server, **settings)
     two = start_server(redis_server, **settings)
-    with publishing(redis_server, ["AAPL", "MSFT"]), nginx(tmp_path, (one.port, two.port)) as port:
-        base = f"ws://127.0.0.1:{port}/ws/quotes"
+    with publishing(redis_server, ["AAPL", "MSFT"]), nginx(tmp_path, (one.port, two.port)) as front:
+        base = f"ws://127.0.0.1:{front.port}/ws/quotes"
 
         # handshake and filtering (MSFT is published too), with the client's address forwarded
         first = 0
@@ -152,6 +319,8 @@ async def test_contract_through_nginx(
             after = client.stats.received
             await poll(lambda: client.stats.received > after, 20, "quotes after the failover")
             assert after >= before
+    # nginx is trusted: no hint about an ignored X-Forwarded-For
+    assert HINT not in one.log() + two.log()
 
 
 def fetch(url: str) -> tuple[int, bytes]:
@@ -169,19 +338,21 @@ async def test_nginx_hides_operator_endpoints_and_tokens(
     """
     Through nginx, /metrics and /ready answer 404 (the servers behind it serve both on
     their own port here), and a token in the query string never reaches the access log.
+    These servers do not trust nginx with X-Forwarded-For, and they say so.
     """
     one = start_server(redis_server)
     two = start_server(redis_server)
     assert one.get("/metrics")[0] == 200  # so a 404 below is nginx's doing
-    with nginx(tmp_path, (one.port, two.port)) as port:
-        base = f"http://127.0.0.1:{port}"
+    with nginx(tmp_path, (one.port, two.port)) as front:
+        base = f"http://127.0.0.1:{front.port}"
         for path in ("/metrics", "/ready", "/metrics?x=1"):
             status, body = await asyncio.to_thread(fetch, base + path)
             assert status == 404, path
             assert b"nginx" in body  # nginx's own page: never sent upstream
         status, _body = await asyncio.to_thread(fetch, f"{base}/health?access_token=SECRET-1")
         assert status == 200
-        async with open_ws(f"ws://127.0.0.1:{port}/ws/quotes?tickers=AAPL&access_token=SECRET-2"):
+        ws_url = f"ws://127.0.0.1:{front.port}/ws/quotes?tickers=AAPL&access_token=SECRET-2"
+        async with open_ws(ws_url):
             pass
         access = tmp_path / "access.log"
 
@@ -192,6 +363,9 @@ async def test_nginx_hides_operator_endpoints_and_tokens(
         # nginx writes a tunnel's line when it closes
         await poll(logged, 15, "the WebSocket request in the access log")
         text = access.read_text()
+        # these servers do not trust nginx: the one that took the handshake says so
+        await poll(lambda: HINT in one.log() + two.log(), 15, "the trusted-proxies hint")
+        assert "QUOTES_TRUSTED_PROXIES" in one.log() + two.log()
     assert '"GET /health HTTP/1.1" 200' in text
     assert '"GET /metrics HTTP/1.1" 404' in text
     assert "SECRET" not in text
@@ -202,3 +376,56 @@ async def test_nginx_hides_operator_endpoints_and_tokens(
         + two.metric("quotes_ws_handshakes_total", 'outcome="accepted"')
         == 1
     )
+
+
+@pytest.mark.slow
+async def test_wss_through_nginx(
+    redis_server: RedisServer, start_server: StartServer, tmp_path: Path
+) -> None:
+    """
+    nginx terminates TLS with quotes_tls.conf and a generated certificate: a plain
+    ``websockets`` client and ``QuotesClient`` (``connect_options={"ssl": ...}``) get
+    quotes over ``wss://``; a client that does not trust the CA is refused the connection.
+    """
+    certificate = make_certificate(tmp_path)
+    context = certificate.client_context()
+    settings = {"cors_origins": GOOD_ORIGIN, "trusted_proxies": "127.0.0.1"}
+    one = start_server(redis_server, **settings)
+    two = start_server(redis_server, **settings)
+    with (
+        publishing(redis_server, ["AAPL", "MSFT"]),
+        nginx(tmp_path, (one.port, two.port), certificate) as front,
+    ):
+        base = f"wss://127.0.0.1:{front.tls_port}/ws/quotes"
+        async with open_ws(
+            f"{base}?tickers=AAPL",
+            ssl=context,
+            origin=GOOD_ORIGIN,
+            additional_headers={"X-Forwarded-For": "203.0.113.7"},
+        ) as ws:
+            quotes = await collect_until(ws, lambda _q: True, timeout=20)
+            quotes += await collect_until(
+                ws, lambda q: q["volume"] >= quotes[0]["volume"] + 3, timeout=20
+            )
+        assert {q["ticker"] for q in quotes} == {"AAPL"}
+        # the address nginx forwarded over TLS reached the server, as over plain HTTP
+        assert "connected from 203.0.113.7" in one.log() + two.log()
+
+        # the same URL, with the system's trust store only: the certificate is refused
+        with pytest.raises(ssl.SSLCertVerificationError):
+            async with open_ws(base, ssl=ssl.create_default_context()):
+                pass
+
+        received: list[str] = []
+        client = QuotesClient(
+            base, tickers=["MSFT"], origin=GOOD_ORIGIN, connect_options={"ssl": context}
+        )
+        async with client:
+            with anyio.fail_after(20):
+                async for quote in client:
+                    received.append(quote.ticker)
+                    if len(received) == 3:
+                        break
+        assert received == ["MSFT"] * 3
+        assert client.url.startswith("wss://")
+    assert HINT not in one.log() + two.log()
