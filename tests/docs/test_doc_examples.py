@@ -56,6 +56,8 @@ def test_python_example_runs(
     if tests:
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         command += ["-W", "error", str(script)]
+        # pytest-asyncio (a dev dependency) warns at start-up unless this is set
+        command += ["-o", "asyncio_default_fixture_loop_scope=function"]
     else:
         command = [sys.executable, str(script)]
     out = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)

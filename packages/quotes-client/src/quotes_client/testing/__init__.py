@@ -14,7 +14,8 @@ code, drop TCP, refuse handshakes with 503, stall, send malformed frames::
         await server.wait_connections(1)
 
 For pytest, list the plugin to get the ``scripted_server`` fixture (it needs an
-async test runner such as anyio's pytest plugin, on the asyncio backend)::
+async test on the asyncio event loop, run by anyio's pytest plugin or by
+pytest-asyncio in strict or auto mode)::
 
     pytest_plugins = ["quotes_client.testing.pytest_plugin"]
 
