@@ -123,11 +123,12 @@ def main() -> None:
                     result.update(demo_rate=args.demo_rate, demo_tickers=args.demo_tickers)
                     print(json.dumps(result, indent=2))
                 else:
-                    page = browser.new_page(viewport={"width": 1200, "height": 560})
+                    page = browser.new_page(viewport={"width": 1200, "height": 600})
                     page.goto(f"{url}/dashboard?tickers={SCREENSHOT_TICKERS}")
                     # enough history for the sparklines and the latency figures
                     page.wait_for_function(
                         "() => window.dashboard.rows.size >= 12"
+                        " && window.dashboard.info() !== null"
                         " && window.dashboard.stats.lastP99 !== null"
                         " && [...window.dashboard.rows.values()].every(r => r.n >= 12)",
                         timeout=60_000,

@@ -145,6 +145,30 @@ def test_dashboard_shows_only_chosen_tickers_and_updates(start_server: StartServ
     assert "mode=latest" in server.log()  # a tab that falls behind gets no backlog
 
 
+BANNER = "Demo data — synthetic prices, not market quotes"
+
+
+def test_dashboard_demo_banner(redis_server: RedisServer, start_server: StartServer) -> None:
+    """On the demo feed the page shows a banner saying the prices are synthetic (from
+    ``GET /info``); fed by Redis it shows none, once it has read /info."""
+    require_chromium()
+    demo = start_server(None)
+    fed = start_server(redis_server)
+    assert demo.get("/info") == (200, '{"demo":true}')
+    assert fed.get("/info") == (200, '{"demo":false}')
+    with dashboard(f"{demo.http_url}/dashboard?tickers=AAPL") as page:
+        page.wait_for_selector("#demo", state="visible", timeout=15_000)  # type: ignore[attr-defined]
+        assert page.inner_text("#demo") == BANNER  # type: ignore[attr-defined]
+        box = page.locator("#demo").bounding_box()  # type: ignore[attr-defined]
+        assert box["y"] == 0  # the top of the page, above the header
+        assert box["height"] > 20
+    with dashboard(f"{fed.http_url}/dashboard?tickers=AAPL") as page:
+        page.wait_for_function("window.dashboard.info() !== null", timeout=15_000)  # type: ignore[attr-defined]
+        assert page.evaluate("window.dashboard.info()") == {"demo": False}  # type: ignore[attr-defined]
+        assert not page.is_visible("#demo")  # type: ignore[attr-defined]
+        assert BANNER not in page.inner_text("body")  # type: ignore[attr-defined]
+
+
 def test_dashboard_snapshot_on_connect_and_live_set(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:

@@ -417,6 +417,14 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
         """Liveness: the process answers."""
         return HEALTH
 
+    # public and fixed for the process's life: the dashboard's banner reads it
+    info = {"demo": isinstance(source, DemoSource)}
+
+    @app.get("/info")
+    async def server_info() -> dict[str, bool]:
+        """What a page should say about this server: ``demo`` is true on the demo feed."""
+        return info
+
     document = asyncapi_document(f"{settings.host}:{settings.port}")
 
     @app.get("/asyncapi.json")

@@ -15,7 +15,7 @@
   const el = {
     state: $("state"), rate: $("rate"), latency: $("latency"), count: $("count"),
     rows: $("rows"), form: $("controls"), tickers: $("tickers"), token: $("token"),
-    message: $("message"),
+    message: $("message"), demo: $("demo"),
   };
 
   // ---- latency: per-second histograms over the last minute -------------------------------
@@ -444,6 +444,19 @@
   el.token.value = sessionStorage.getItem(TOKEN_KEY) || "";
   selected = parseTickers(initial);
 
-  window.dashboard = { stats, rows, state: () => phase, stateText: () => el.state.textContent };
+  // /info says whether the server streams the demo feed: then a banner says the prices
+  // are synthetic. A server without /info (404) or an error shows no banner.
+  let info = null;
+  fetch("/info", { cache: "no-store" })
+    .then((r) => (r.ok ? r.json() : {}))
+    .catch(() => ({}))
+    .then((body) => {
+      info = body;
+      el.demo.hidden = body.demo !== true;
+    });
+
+  window.dashboard = {
+    stats, rows, state: () => phase, stateText: () => el.state.textContent, info: () => info,
+  };
   connect();
 })();
