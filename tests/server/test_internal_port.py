@@ -68,6 +68,7 @@ async def test_operator_endpoints_move_to_the_internal_port(
         assert server.get(path)[0] == 404, path
     assert server.get("/health")[0] == 200  # load balancers still check the public port
     assert server.get("/")[0] == 200  # the dashboard stays
+    assert server.get("/info") == (200, '{"demo":false}')  # and so does its banner's source
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL"):
         wait_until(
             lambda: sample(get(internal, "/metrics")[1], "quotes_ws_connections") == 1,
