@@ -20,6 +20,7 @@ resume) is decoded in :mod:`quotes_client.protocol`, tracked in
 
 import logging
 
+from quotes_client._version import __version__
 from quotes_client.buffer import DEFAULT_BUFFER_SIZE, BoundedBuffer, Overflow
 from quotes_client.client import (
     DEFAULT_ACTION_TIMEOUT,
@@ -60,8 +61,6 @@ from quotes_client.stats import ClientState, ClientStats, Latency, LatencyStats
 from quotes_client.sync import SyncQuotesClient
 from quotes_client.urls import stream_url
 from quotes_core import Backoff, Quote
-
-__version__ = "0.1.0"
 
 # a library never configures logging; applications (and the CLI) do
 logging.getLogger("quotes_client").addHandler(logging.NullHandler())

@@ -15,6 +15,7 @@ upstream's ticker-to-channel mapping (:mod:`quotes_core.sharding`), reconnect ba
 event loop.
 """
 
+from quotes_core._version import __version__
 from quotes_core.actions import (
     MAX_PING_ID_BYTES,
     TICKERS_PER_TOKEN,
@@ -104,8 +105,6 @@ from quotes_core.wire import (
     new_epoch,
     origin_allowed,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "CHUNK_BYTES",

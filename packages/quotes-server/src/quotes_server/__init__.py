@@ -2,4 +2,6 @@
 quotes-server: a thin FastAPI + uvicorn WebSocket layer over quotes-core.
 """
 
-__version__ = "0.1.0"
+from quotes_server._version import __version__
+
+__all__ = ["__version__"]
