@@ -8,7 +8,7 @@ SYNC := --locked --all-packages --all-groups
 export UV_PYTHON_DOWNLOADS := never
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run test lint typecheck docs docs-serve asyncapi asyncapi-check schema bench soak-plot screenshot dashboard-fps ci sync clean
+.PHONY: run test lint typecheck docs docs-serve asyncapi asyncapi-check package-check schema bench soak-plot screenshot dashboard-fps ci sync clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -46,6 +46,11 @@ asyncapi: sync
 asyncapi-check:
 	cd scripts/asyncapi && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	node scripts/asyncapi/validate.mjs docs/asyncapi.json
+
+## Build the three packages' wheels and sdists and check them in a clean venv outside the
+## workspace (imports, --help, the pytest plugin, quotes-core without server dependencies).
+package-check: | $(UV)
+	python3 scripts/package_check.py --uv $(UV)
 
 ## Regenerate docs/quote.schema.json from the Quote model.
 schema: sync
