@@ -1,4 +1,4 @@
-# Two commands on a fresh clone: `make run` (serve the demo feed) and `make test`.
+# On a fresh clone: `make run` (serve the demo feed), `make watch` (print it) and `make test`.
 # Everything is bootstrapped from the committed uv.lock: uv itself (into .tools/
 # when it is not on PATH) and the locked environment (.venv/).
 
@@ -8,7 +8,7 @@ SYNC := --locked --all-packages --all-groups
 export UV_PYTHON_DOWNLOADS := never
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run test lint typecheck docs docs-serve asyncapi asyncapi-check package-check schema bench soak-plot screenshot dashboard-fps ci sync clean
+.PHONY: run watch test lint typecheck docs docs-serve asyncapi asyncapi-check package-check schema bench soak-plot screenshot dashboard-fps ci sync clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -20,6 +20,13 @@ sync: | $(UV)
 ## Serve the stream on ws://127.0.0.1:8000/ws/quotes (with --demo, the built-in feed, unless QUOTES_REDIS_URL/--redis-url is set).
 run: sync
 	$(UV) run $(SYNC) quotes-server $(if $(or $(QUOTES_REDIS_URL),$(findstring --redis-url,$(ARGS))),,--demo) $(ARGS)
+
+## Print the stream `make run` serves, with the project's own quotes-client (Ctrl-C stops it).
+## Other tickers: TICKERS=NVDA,TSLA; another port: QUOTES_PORT (the one `make run` took too).
+TICKERS ?= AAPL,MSFT
+WATCH_URL ?= ws://127.0.0.1:$(or $(QUOTES_PORT),8000)/ws/quotes
+watch: sync
+	$(UV) run $(SYNC) quotes-client $(WATCH_URL) --tickers $(TICKERS) $(ARGS)
 
 ## Run the whole test suite (needs redis-server on PATH; tests start private instances).
 test: sync
