@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from quotes_client import QuotesClient
-from quotes_client.events import ConnectionEvent, Disconnected
+from quotes_client.events import ConnectionEvent, Disconnected, Recovered
 from tests.helpers.processes import (
     ROOT,
     RedisServer,
@@ -321,6 +321,44 @@ async def test_contract_through_nginx(
             assert after >= before
     # nginx is trusted: no hint about an ignored X-Forwarded-For
     assert HINT not in one.log() + two.log()
+
+
+@pytest.mark.slow
+async def test_a_rolling_restart_behind_nginx_resumes_exactly_with_history_redis(
+    redis_server: RedisServer, start_server: StartServer, tmp_path: Path
+) -> None:
+    """
+    ``--history redis`` behind nginx: a ``QuotesClient(resume=True)`` of every ticker
+    is cut off by a rolling restart (SIGTERM, 1001), nginx sends it to the other
+    instance, and its resume there is ``recovered: true`` with no quote missed (on
+    a stream of every ticker a missed quote shows as a ``Gap``). The client changes
+    nothing: the positions are the deployment's.
+    """
+    settings = {"trusted_proxies": "127.0.0.1", "history": "redis", "history_lease": "1"}
+    one = start_server(redis_server, **settings)
+    two = start_server(redis_server, **settings)
+    wait_until(
+        lambda: any('"sequencing"' in s.get("/ready")[1] for s in (one, two)),
+        what="an instance sequencing",
+    )
+    with publishing(redis_server, ["AAPL", "MSFT"]), nginx(tmp_path, (one.port, two.port)) as front:
+        events: list[ConnectionEvent] = []
+        base = f"ws://127.0.0.1:{front.port}/ws/quotes"
+        client = QuotesClient(base, resume=True, on_event=events.append)
+        async with client:
+            await client.wait_connected()
+            await poll(lambda: client.stats.received >= 10, 20, "quotes before the restart")
+            await poll(lambda: connections(one) + connections(two) == 1, 15, "one connection")
+            holder, other = (one, two) if connections(one) == 1 else (two, one)
+            await asyncio.to_thread(holder.stop)  # SIGTERM by PID, as systemd would
+            await poll(lambda: connections(other) == 1, 30, "reconnected to the other instance")
+            after = client.stats.received
+            await poll(lambda: client.stats.received >= after + 10, 20, "quotes after it")
+        assert [e.code for e in events if isinstance(e, Disconnected)] == [1001]
+        recovered = [e for e in events if isinstance(e, Recovered)]
+        assert [r.recovered for r in recovered] == [True]
+        assert client.stats.gaps == 0
+        assert client.stats.missed == 0
 
 
 def fetch(url: str) -> tuple[int, bytes]:
