@@ -212,6 +212,9 @@ class SequencedSource:
                 except (RedisError, OSError, TimeoutError) as exc:
                     log.warning("loading the history window failed (%s); retrying", exc)
                     await asyncio.sleep(min(1.0, self.timeout))
+                except Exception:  # a bug must not leave the instance never ready, silently
+                    log.exception("loading the history window failed; retrying")
+                    await asyncio.sleep(min(1.0, self.timeout))
         finally:
             await redis.aclose()
         held, self._held = self._held or [], None
