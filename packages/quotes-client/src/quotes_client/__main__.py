@@ -74,15 +74,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TICKER",
         help="tickers to receive, space- or comma-separated (default: all)",
     )
-    parser.add_argument("--format", choices=("text", "json"), default="text")
-    parser.add_argument("--origin", help="Origin header to send")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="one line per quote, or each quote's JSON (default: text)",
+    )
+    parser.add_argument("--origin", help="Origin header to send (default: none)")
     parser.add_argument(
         "-H",
         "--header",
         action="append",
         default=[],
         metavar="NAME:VALUE",
-        help="extra handshake header (repeatable)",
+        help="extra handshake header (repeatable; default: none)",
     )
     token = parser.add_mutually_exclusive_group()
     token.add_argument(
@@ -94,19 +99,39 @@ def _parser() -> argparse.ArgumentParser:
         "--token-command",
         metavar="COMMAND",
         help="shell command printing a fresh token, run before each connection (an expired "
-        "token then means a new one and a reconnect, not an exit)",
+        "token then means a new one and a reconnect, not an exit; default: none)",
     )
-    parser.add_argument("--open-timeout", type=float, default=DEFAULT_OPEN_TIMEOUT)
-    parser.add_argument("--max-retries", type=int, help="give up after N failed reconnects")
     parser.add_argument(
-        "--stale-timeout", type=float, help="reconnect after N seconds without a message"
+        "--open-timeout",
+        type=float,
+        default=DEFAULT_OPEN_TIMEOUT,
+        help=f"seconds a connection attempt may take (default: {DEFAULT_OPEN_TIMEOUT:g})",
     )
-    parser.add_argument("--buffer-size", type=int, default=DEFAULT_BUFFER_SIZE)
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        help="give up after N failed reconnects (default: never give up)",
+    )
+    parser.add_argument(
+        "--stale-timeout",
+        type=float,
+        help="reconnect after N seconds without a message (default: never)",
+    )
+    parser.add_argument(
+        "--buffer-size",
+        type=int,
+        default=DEFAULT_BUFFER_SIZE,
+        help=f"quotes held for a slow reader before the oldest are dropped "
+        f"(default: {DEFAULT_BUFFER_SIZE})",
+    )
     parser.add_argument(
         "--snapshot", action="store_true", help="start with the latest quote of every ticker"
     )
     parser.add_argument(
-        "--max-hz", type=float, metavar="N", help="at most N quotes per second per ticker"
+        "--max-hz",
+        type=float,
+        metavar="N",
+        help="at most N quotes per second per ticker (default: every quote)",
     )
     parser.add_argument("--batch", action="store_true", help="ask for one JSON array per flush")
     parser.add_argument(

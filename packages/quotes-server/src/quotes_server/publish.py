@@ -32,7 +32,14 @@ from quotes_core import DEFAULT_SHARDS, MAX_SHARDS, ShardMap
 from quotes_server.sources.demo import DemoFeed
 from quotes_server.sources.redis_url import RedisUrlError, parse_redis_url
 
-__all__ = ["connect", "main", "publish_lines", "publish_synthetic", "ticker_of"]
+__all__ = [
+    "build_parser",
+    "connect",
+    "main",
+    "publish_lines",
+    "publish_synthetic",
+    "ticker_of",
+]
 
 Client = Redis | RedisCluster
 """A plain Redis client, or a cluster-aware one (sharded mode on a cluster)."""
@@ -143,7 +150,8 @@ class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """``quotes-publish``'s command line."""
     parser = argparse.ArgumentParser(
         prog="quotes-publish",
         description="Publish synthetic quotes (or stdin lines) to a Redis Pub/Sub channel. "
@@ -185,6 +193,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--stdin", action="store_true", help="publish each line of stdin verbatim instead"
     )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.tickers < 1:
         parser.error("--rate must be positive and --tickers at least 1")
