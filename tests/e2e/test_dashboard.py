@@ -9,6 +9,7 @@ import subprocess
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -383,3 +384,25 @@ def test_dashboard_without_public_ready(start_server: StartServer) -> None:
             "'rejected (origin/auth?) or server unavailable')",
             timeout=15_000,
         )
+
+
+def test_dashboard_latency_leaves_out_the_snapshot(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """
+    The snapshot's quotes (the latest price of each ticker, sent first) tell how old a
+    price is, not how long delivery took: an hour-old AAPL quote becomes a row but not a
+    latency sample, while the live quotes after it are samples.
+    """
+    require_chromium()
+    server = start_server(redis_server)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    redis_server.publish(CHANNEL, upstream_message("AAPL", 1, timestamp=an_hour_ago))
+    wait_until(lambda: server.metric("quotes_upstream_messages_total") >= 1, what="read")
+    with dashboard(f"{server.http_url}/dashboard?tickers=AAPL") as page:
+        page.wait_for_function("window.dashboard.rows.has('AAPL')", timeout=15_000)  # type: ignore[attr-defined]
+        stats = page.evaluate("window.dashboard.stats")  # type: ignore[attr-defined]
+        assert (stats["stale"], stats["latencySamples"]) == (1, 0)
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 2))
+        page.wait_for_function("window.dashboard.stats.latencySamples === 1", timeout=15_000)  # type: ignore[attr-defined]
+        assert page.evaluate("window.dashboard.stats.stale") == 1  # type: ignore[attr-defined]

@@ -54,6 +54,8 @@
     renders: 0, received: 0, applied: 0, rowsPainted: 0, opens: 0, closes: [],
     liveSets: 0, setFallbacks: 0,  // "set" answered on the open socket / refused: reconnected
     ratePerSec: 0, lastP50: null, lastP99: null,
+    latencySamples: 0,  // quotes counted in the latency percentiles
+    stale: 0,           // snapshot quotes (published before we subscribed): not latency
   };
   const rows = new Map();  // ticker -> row
   let pending = [];
@@ -64,6 +66,9 @@
   let retryAt = 0;
   let retryTimer = 0;
   let openedAt = 0;
+  // quotes published before this moment (the snapshot sent on open and after a "set")
+  // measure how old a price is, not how long delivery took: they stay out of the latency
+  let liveSince = 0;
   let wantSet = null;      // {sock, timer} while a live "set" waits for its reply
   let lastSecond = Math.floor(Date.now() / 1000);
   let countThisSecond = 0;
@@ -103,6 +108,7 @@
     let opened = false;
     const sock = new WebSocket(wsUrl());
     ws = sock;
+    liveSince = Date.now();
     sock.onopen = () => {
       if (ws !== sock) return;
       opened = true;
@@ -185,11 +191,15 @@
     countThisSecond += 1;
     // latency on arrival, not at paint time: a busy frame must not look like a slow network
     const nowMs = Date.now();
-    const lat = nowMs - Date.parse(msg.timestamp);
-    if (Number.isFinite(lat)) {
+    const published = Date.parse(msg.timestamp);
+    const lat = nowMs - published;
+    if (published < liveSince) {
+      stats.stale += 1;
+    } else if (Number.isFinite(lat)) {
       const bucket = latencyBucket(Math.floor(nowMs / 1000));
       bucket.hist[binOf(lat)] += 1;
       bucket.n += 1;
+      stats.latencySamples += 1;
     }
     pending.push(msg);
   }
@@ -235,6 +245,7 @@
       // live re-subscription on the open socket (with snapshot=1 the server sends the
       // new tickers' latest quotes right after its "subscribed" reply)
       const tickers = selected ? [...selected].sort() : ["*"];
+      liveSince = Date.now();
       ws.send(JSON.stringify({ action: "set", tickers }));
       const sock = ws;
       wantSet = {
