@@ -17,7 +17,8 @@ from quotes_core import (
     TickerFilter,
     encode_quote,
 )
-from quotes_core.sse import KEEPALIVE, events, preface, sse_options
+from quotes_core.backoff import INITIAL_DELAY, backoff
+from quotes_core.sse import KEEPALIVE, RETRY, closing, events, preface, sse_options
 from quotes_core.testing import make_quote
 
 
@@ -88,3 +89,20 @@ def test_preface_and_keepalive_are_what_an_eventsource_expects() -> None:
 def test_a_plain_payload_is_refused() -> None:
     with pytest.raises(TypeError, match="position"):
         events(["{}"], StreamOptions(seq=True), TEXT_CODEC)
+
+
+def test_closing_is_an_error_event_with_the_websocket_close_code_and_reason() -> None:
+    (event,) = parse(closing(1011, "Internal server error"))
+    assert event["event"] == "error"
+    assert "id" not in event  # not a position: a resume goes on from the last quote
+    assert json.loads(event["data"]) == {
+        "event": "error",
+        "code": "closed",
+        "close_code": 1011,
+        "message": "Internal server error",
+    }
+
+
+def test_retry_is_the_backoffs_first_delay() -> None:
+    assert RETRY == INITIAL_DELAY == next(backoff())
+    assert preface() == "retry: 1000\n\n"

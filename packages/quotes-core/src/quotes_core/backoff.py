@@ -13,7 +13,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
-__all__ = ["Backoff", "backoff"]
+__all__ = ["INITIAL_DELAY", "Backoff", "backoff"]
+
+INITIAL_DELAY = 1.0
+"""The first reconnect delay of the default schedule, in seconds (an SSE stream's
+``retry:`` field says the same to an ``EventSource``)."""
 
 
 def _check(initial: float, factor: float, max_delay: float, jitter: float) -> None:
@@ -28,7 +32,7 @@ def _check(initial: float, factor: float, max_delay: float, jitter: float) -> No
 
 
 def backoff(
-    initial: float = 1.0,
+    initial: float = INITIAL_DELAY,
     factor: float = 2.0,
     max_delay: float = 60.0,
     *,
@@ -64,7 +68,7 @@ class Backoff:
 
     def __init__(
         self,
-        initial: float = 1.0,
+        initial: float = INITIAL_DELAY,
         factor: float = 2.0,
         max_delay: float = 60.0,
         *,

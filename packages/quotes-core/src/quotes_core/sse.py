@@ -10,7 +10,12 @@ the last quote's position. Control frames are named events (``event: recovered``
 ``event: error``) with the WebSocket's JSON as ``data``. A ``Last-Event-ID`` header
 resumes exactly like ``since=`` and wins over it. A comment (``: keepalive``) goes out
 whenever the stream was silent for :data:`KEEPALIVE_SECONDS`, and the first bytes
-carry a ``retry:`` field (the client's first reconnection delay).
+carry a ``retry:`` field (the client's first reconnection delay, :data:`RETRY`).
+
+A stream the server ends (upstream lost past the grace period, shutdown, a slow
+reader, an expired token) ends with :func:`closing`: an ``error`` event whose
+``data`` carries the close code and reason a WebSocket client would have got, so a
+client decides "reconnect or give up" by the same table for both transports.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from quotes_core.actions import with_position
+from quotes_core.backoff import INITIAL_DELAY
 from quotes_core.errors import ClientError
 from quotes_core.history import StreamItem
 from quotes_core.query import Position, StreamOptions
@@ -31,7 +37,9 @@ __all__ = [
     "KEEPALIVE",
     "KEEPALIVE_SECONDS",
     "MEDIA_TYPE",
+    "RETRY",
     "SSE_PATHS",
+    "closing",
     "events",
     "preface",
     "sse_options",
@@ -53,7 +61,11 @@ KEEPALIVE_SECONDS = 10.0
 """Longest silence before a keepalive (under the 15 s the shape promises)."""
 
 
-def preface(retry_seconds: float) -> str:
+RETRY = INITIAL_DELAY
+"""Seconds an ``EventSource`` waits before reconnecting: the backoff's first delay."""
+
+
+def preface(retry_seconds: float = RETRY) -> str:
     """The stream's first bytes: the ``retry:`` field (milliseconds) an ``EventSource``
     waits before reconnecting after the stream ends."""
     return f"retry: {max(0, round(retry_seconds * 1000))}\n\n"
@@ -76,6 +88,21 @@ def sse_options(options: StreamOptions, last_event_id: str | None) -> StreamOpti
                 f"invalid Last-Event-ID {last_event_id[:80]!r}: expected <epoch>:<seq>"
             ) from None
     return dataclasses.replace(options, seq=True, since=since)
+
+
+def closing(code: int, reason: str) -> str:
+    """
+    The last event of a stream the server ends: ``event: error`` with
+    ``{"event":"error","code":"closed","close_code":<code>,"message":<reason>}``,
+    ``code``/``reason`` being the WebSocket close code and reason of the same end
+    (1001 shutdown, 1011 upstream lost, 1013 slow consumer, 1008 token expired).
+    """
+    data = json.dumps(
+        {"event": "error", "code": "closed", "close_code": code, "message": reason},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return _event(data, name="error")
 
 
 def _event(data: str, *, name: str | None = None, event_id: str | None = None) -> str:
