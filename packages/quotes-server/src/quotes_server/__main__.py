@@ -91,6 +91,10 @@ _OPTIONS: dict[str, tuple[str, str]] = {
         "bytes queued per client besides its live buffer: replay, snapshot, replies "
         "(default 4194304)",
     ),
+    "sse_keepalive": (
+        "QUOTES_SSE_KEEPALIVE",
+        "seconds an SSE stream may stay silent before a keepalive comment, at most 15 (default 10)",
+    ),
     "ws_max_size": ("QUOTES_WS_MAX_SIZE", "largest client frame in bytes (default 65536)"),
     "ws_per_message_deflate": (
         "QUOTES_WS_PER_MESSAGE_DEFLATE",

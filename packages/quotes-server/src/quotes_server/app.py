@@ -1,5 +1,6 @@
 """
-The FastAPI application: four identical WebSocket endpoints, health, readiness
+The FastAPI application: four identical WebSocket endpoints, the two
+Server-Sent Events endpoints (:mod:`quotes_server.sse`), health, readiness
 and metrics. Build it with :func:`create_app` (also the uvicorn factory).
 """
 
@@ -9,38 +10,32 @@ import asyncio
 import logging
 import re
 import sys
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from quotes_core import TOKEN_EXPIRED_REASON, WS_PATHS, ClientError
-from quotes_core.query import (
-    STREAM_PARAMS,
-    parse_mode_param,
-    parse_stream_options,
-    parse_tickers_param,
-)
+from quotes_core import WS_PATHS
+from quotes_core.sse import SSE_PATHS
 from quotes_server import __version__
-from quotes_server.addresses import address_key
+from quotes_server.admission import Admission, Admitted, Refusal
 from quotes_server.asyncapi import asyncapi_document
-from quotes_server.auth import AccessDenied, Authenticator, Grant, Unauthorized
-from quotes_server.connection import CloseCode, Connection
+from quotes_server.auth import Authenticator
+from quotes_server.connection import Connection
 from quotes_server.dashboard import add_dashboard
 from quotes_server.frames import FRAMES_EXTENSION
 from quotes_server.guard import install_protections
 from quotes_server.internal import InternalServer
 from quotes_server.limits import INBOUND_EXTENSION, LIMITS_STATE_KEY, ProtocolLimits
-from quotes_server.logs import RateLimitedLog, safe
-from quotes_server.metrics import Metrics, disconnect_label
+from quotes_server.logs import RateLimitedLog
+from quotes_server.metrics import Metrics
 from quotes_server.runtime import Runtime
 from quotes_server.settings import NO_UPSTREAM, Settings
 from quotes_server.sources import FollowsInterest, QuoteSource
@@ -48,8 +43,9 @@ from quotes_server.sources.demo import DemoSource
 from quotes_server.sources.redis import RedisSource
 from quotes_server.sources.sequenced import SequencedSource
 from quotes_server.sources.sharded import ShardedRedisSource
+from quotes_server.sse import SseEndpoint
 
-__all__ = ["WS_PATHS", "create_app", "make_source"]
+__all__ = ["SSE_PATHS", "WS_PATHS", "create_app", "make_source"]
 
 log = logging.getLogger("quotes_server")
 
@@ -105,176 +101,48 @@ def make_source(settings: Settings) -> QuoteSource:
 
 class QuotesEndpoint:
     """
-    The ASGI app behind every WebSocket path: handshake checks, then a
-    :class:`~quotes_server.connection.Connection` until the socket closes.
-
-    The checks run in this order, each answered with an HTTP status before the
-    upgrade (the ASGI denial-response extension): Origin (403), the process's
-    connection cap (503) and the client IP's (429), the token when auth is on
-    (401), the query string (400), the token's ticker grant (403), the upstream
-    (503). Between the caps and registering the connection there is no ``await``,
-    so concurrent handshakes cannot overshoot a cap.
+    The ASGI app behind every WebSocket path: :class:`~quotes_server.admission.Admission`'s
+    checks, each refusal an HTTP status sent before the upgrade (the ASGI
+    denial-response extension), then a :class:`~quotes_server.connection.Connection`
+    until the socket closes.
     """
 
-    def __init__(self, runtime: Runtime, auth: Authenticator) -> None:
+    def __init__(self, runtime: Runtime, admission: Admission) -> None:
         self.runtime = runtime
-        self.auth = auth
-
-    async def _deny(
-        self,
-        ws: WebSocket,
-        status: int,
-        reason: str,
-        outcome: str,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.runtime.metrics.handshakes.labels(outcome).inc()
-        if status in (429, 503):
-            headers = {"Retry-After": str(self.runtime.settings.retry_after), **(headers or {})}
-        log.info("handshake from %s rejected with %d: %s", _remote(ws), status, safe(reason))
-        await ws.send_denial_response(PlainTextResponse(reason + "\n", status, headers=headers))
-
-    def _refusal(self, ws: WebSocket) -> tuple[int, str, str, dict[str, str] | None] | None:
-        runtime = self.runtime
-        settings = runtime.settings
-        origin = ws.headers.get("origin")
-        if not settings.origin_allowed(origin):
-            return (
-                403,
-                f"Origin {safe(origin or '', 100)!r} is not allowed",
-                "origin_forbidden",
-                None,
-            )
-        if settings.max_connections and len(runtime.connections) >= settings.max_connections:
-            return 503, "Server at its connection limit; retry later", "over_capacity", None
-        cap = settings.max_connections_per_ip
-        if cap and runtime.connections_from(_host(ws, settings.ipv6_prefix)) >= cap:
-            return (
-                429,
-                f"Too many connections from this address (at most {cap})",
-                "ip_limit",
-                None,
-            )
-        return None
+        self.admission = admission
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         ws = WebSocket(scope, receive, send)
         runtime = self.runtime
-        refusal = self._refusal(ws)
-        if refusal is not None:
-            await self._deny(ws, *refusal)
+        result = self.admission.admit(ws, "ws")
+        if isinstance(result, Refusal):
+            await ws.send_denial_response(result.response())
             return
-        params = ws.query_params
-        try:
-            grant = self.auth.authenticate(ws.headers, params)
-            ticker_filter = parse_tickers_param(params.getlist("tickers"))
-            mode = parse_mode_param(params.get("mode"))
-            options = parse_stream_options({k: params.getlist(k) for k in STREAM_PARAMS})
-            if grant is not None and not grant.allows(ticker_filter):
-                raise AccessDenied("the token does not grant every requested ticker")
-        except Unauthorized as exc:
-            auth_error = ', error="invalid_token"' if "invalid" in str(exc) else ""
-            await self._deny(
-                ws, 401, str(exc), "unauthorized", {"WWW-Authenticate": f"Bearer{auth_error}"}
+        admitted: Admitted = result
+        conn: Connection | None = None
+
+        def open_connection() -> Connection:
+            nonlocal conn
+            conn = runtime.open(
+                admitted.ticker_filter,
+                admitted.mode,
+                admitted.options,
+                send,
+                receive,
+                client_id=runtime.next_client_id(),
+                remote=admitted.remote,
+                host=admitted.host,
+                frames=scope.get("extensions", {}).get(FRAMES_EXTENSION),
+                inbound=scope.get("extensions", {}).get(INBOUND_EXTENSION),
+                ticker_grant=admitted.grant.tickers if admitted.grant is not None else None,
             )
-            return
-        except AccessDenied as exc:
-            await self._deny(ws, 403, str(exc), "forbidden")
-            return
-        except ClientError as exc:
-            await self._deny(ws, 400, str(exc), "bad_request")
-            return
-        if not runtime.accepts(ticker_filter):
-            state = runtime.source.state
-            detail = state.value if not state.accepting else "a shard it needs is down"
-            await self._deny(
-                ws,
-                503,
-                f"Upstream quote source unavailable ({detail}); retry later",
-                "upstream_unavailable",
-            )
-            return
+            return conn
 
-        # a resume from a position another instance of the deployment published a
-        # moment ago waits (briefly) until this one has it too
-        await runtime.wait_position(options)
-        # subscribe before accepting: everything published once the client has seen
-        # the 101 response reaches it
-        conn = runtime.open(
-            ticker_filter,
-            mode,
-            options,
-            send,
-            receive,
-            client_id=runtime.next_client_id(),
-            remote=_remote(ws),
-            host=_host(ws, runtime.settings.ipv6_prefix),
-            frames=scope.get("extensions", {}).get(FRAMES_EXTENSION),
-            inbound=scope.get("extensions", {}).get(INBOUND_EXTENSION),
-            ticker_grant=grant.tickers if grant is not None else None,
-        )
-        sub = conn.sub
-        runtime.add(conn)
-        expiry = _expiry_timer(runtime, conn, grant)
-        code: int | None = None
-        try:
-            await runtime.wait_upstream(ticker_filter)
-            await ws.accept()
-            runtime.metrics.handshakes.labels("accepted").inc()
-            log.info(
-                "client %s connected from %s path=%s tickers=%s mode=%s%s raw_frames=%s%s",
-                conn.client_id,
-                conn.remote,
-                scope["path"],
-                ticker_filter,
-                mode.value,
-                "".join(f" {k}={v}" for k, v in options.to_query().items()),
-                conn.raw_frames,
-                f" auth={grant.subject}" if grant is not None else "",
-            )
-            code = await conn.serve()
-        finally:
-            if expiry is not None:
-                expiry.cancel()
-            runtime.remove(conn)
-            runtime.metrics.disconnects.labels(disconnect_label(code)).inc()
-            log.info(
-                "client %s disconnected code=%s reason=%r sent=%d conflated=%d",
-                conn.client_id,
-                code,
-                safe(conn.close_reason),
-                conn.sent,
-                sub.conflated,
-            )
+        async def serve() -> int | None:
+            assert conn is not None
+            return await conn.serve()
 
-
-def _expiry_timer(
-    runtime: Runtime, conn: Connection, grant: Grant | None
-) -> asyncio.TimerHandle | None:
-    """Close the connection with 1008 when its token expires."""
-    if grant is None or grant.expires_at is None:
-        return None
-
-    def expired() -> None:
-        runtime.metrics.limit_hits.labels("token_expired").inc()
-        conn.close(CloseCode.POLICY_VIOLATION, TOKEN_EXPIRED_REASON)
-
-    return asyncio.get_running_loop().call_later(max(0.0, grant.expires_at - time.time()), expired)
-
-
-def _remote(ws: WebSocket) -> str:
-    client = ws.client
-    return f"{client.host}:{client.port}" if client else "?"
-
-
-def _host(ws: WebSocket, ipv6_prefix: int) -> str:
-    """
-    The key the client counts under for the per-address cap: its address (from
-    ``X-Forwarded-For`` only behind a trusted proxy), an IPv6 one as its network of
-    ``ipv6_prefix`` bits. Logs keep the exact address (:func:`_remote`).
-    """
-    client = ws.client
-    return address_key(client.host, ipv6_prefix) if client else "?"
+        await self.admission.serve(admitted, scope["path"], open_connection, ws.accept, serve)
 
 
 PROXY_HINT_PERIOD = 300.0
@@ -408,9 +276,13 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     # log redaction, and a refusal to serve without our uvicorn protocols and proxy rule
     install_protections(app, settings)
     app.state.runtime = runtime
-    endpoint = QuotesEndpoint(runtime, auth)
+    admission = Admission(runtime, auth)
+    endpoint = QuotesEndpoint(runtime, admission)
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
+    sse = SseEndpoint(runtime, admission, settings.sse_keepalive)
+    for path in SSE_PATHS:
+        app.router.routes.append(Route(path, sse))
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -136,6 +136,13 @@ class Connection:
         self._stall_start: float | None = None
         self._conflated_seen = 0
 
+    kind = "ws"
+    """Counted in the WebSocket metrics (:class:`~quotes_server.clients.Client`)."""
+
+    @property
+    def detail(self) -> str:
+        return f"raw_frames={self.raw_frames}"
+
     def on_ready(self) -> None:
         """
         The hub has new pending frames: write them now if the socket can take them

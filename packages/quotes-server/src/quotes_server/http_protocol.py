@@ -37,12 +37,22 @@ Every scope it hands the app, WebSocket upgrades included, carries the
 :data:`~quotes_server.guard.SERVED_BY_EXTENSION` mark, so the app can refuse to
 serve when uvicorn runs without our protocols or with another proxy rule
 (:mod:`quotes_server.guard`).
+
+An HTTP request's scope also carries the ``quotes.stream`` extension
+(:class:`~quotes_server.limits.StreamExtension`) for a response that streams
+(the SSE endpoint): at shutdown uvicorn only waits for such a response to end,
+so the protocol calls the app's ``on_shutdown`` hook and the app ends it; and
+``abort()`` resets a connection whose peer stopped reading, where a plain close
+would wait for a flush that never comes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import socket
+import struct
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +63,12 @@ from uvicorn.server import ServerState
 
 from quotes_server.addresses import trusted_peer
 from quotes_server.guard import SERVED_BY_EXTENSION, ServedBy
-from quotes_server.limits import LIMITS_STATE_KEY, ProtocolLimits
+from quotes_server.limits import (
+    LIMITS_STATE_KEY,
+    STREAM_EXTENSION,
+    ProtocolLimits,
+    StreamExtension,
+)
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGI3Application
@@ -62,6 +77,7 @@ __all__ = ["QuotesHttpProtocol", "RequestRejected"]
 
 # without a lifespan (no limits in the app state) every connection still shares one count
 _DEFAULT_LIMITS = ProtocolLimits()
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 
 
 class RequestRejected(Exception):
@@ -140,6 +156,12 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         self._uncount()
         super().connection_lost(exc)
+        # the extension holds a bound method of this protocol, which holds the scope
+        cycle = self.cycle
+        stream = _stream_extension(cycle.scope if cycle is not None else None)
+        if stream is not None:
+            stream["abort"] = _nothing
+            stream["on_shutdown"] = None
 
     def handle_websocket_upgrade(self) -> None:
         self._uncount()  # from here on it is a WebSocket, counted by the app
@@ -168,7 +190,21 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         if self._held is not None:
             self.transport.close()  # a request the app never saw has nothing to finish
             return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            stream = _stream_extension(cycle.scope)
+            hook = stream["on_shutdown"] if stream is not None else None
+            if hook is not None:
+                hook()  # a streaming response: the app ends it (uvicorn would wait)
         super().shutdown()
+
+    def _abort_stream(self) -> None:
+        """Reset the connection (``quotes.stream``'s ``abort``): its peer stopped reading."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+        self.transport.abort()
 
     # --- the deadlines -------------------------------------------------------------------
 
@@ -244,7 +280,12 @@ class QuotesHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         self._unset_keepalive_if_required()
         super().on_message_begin()
-        self.scope["extensions"] = {SERVED_BY_EXTENSION: self._served_by}
+        stream: StreamExtension = {"abort": self._abort_stream, "on_shutdown": None}
+        extensions: dict[str, Any] = {
+            SERVED_BY_EXTENSION: self._served_by,
+            STREAM_EXTENSION: stream,
+        }
+        self.scope["extensions"] = extensions
         if self._phase is not _Phase.HEAD:  # a later request: its deadline runs from here
             self._begin_request()
 
@@ -377,3 +418,14 @@ class QuotesHttpProtocol(HttpToolsProtocol):
             ).encode()
             self.transport.write(head + body)
         self.transport.close()
+
+
+def _stream_extension(scope: Any) -> StreamExtension | None:
+    if not isinstance(scope, dict):
+        return None
+    stream: StreamExtension | None = scope.get("extensions", {}).get(STREAM_EXTENSION)
+    return stream
+
+
+def _nothing() -> None:
+    """``abort`` of a connection that is already gone."""

@@ -27,9 +27,11 @@ __all__ = [
     "INBOUND_EXTENSION",
     "LIMITS_STATE_KEY",
     "LIMIT_EVENTS",
+    "STREAM_EXTENSION",
     "HttpConnectionCount",
     "InboundExtension",
     "ProtocolLimits",
+    "StreamExtension",
 ]
 
 LIMITS_STATE_KEY = "quotes_limits"
@@ -136,3 +138,17 @@ class InboundExtension(TypedDict):
     """Take that many more tokens for a message already counted as one frame (an
     expensive one); False when that passes the rate: the connection is then closing
     with 1008, and the message must be dropped."""
+
+
+STREAM_EXTENSION = "quotes.stream"
+"""Key of the :class:`StreamExtension` in an HTTP request's ``scope["extensions"]``."""
+
+
+class StreamExtension(TypedDict):
+    """What our HTTP protocol offers a response that streams (an SSE stream)."""
+
+    abort: Callable[[], None]
+    """Reset the connection now: a peer that stopped reading leaves no socket behind."""
+    on_shutdown: Callable[[], None] | None
+    """Set by the app: called when the server starts shutting down while the response
+    is still streaming (uvicorn would otherwise wait for it to end by itself)."""

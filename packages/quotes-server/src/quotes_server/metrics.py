@@ -35,7 +35,7 @@ HANDSHAKE_OUTCOMES = (
     "over_capacity",
     "upstream_unavailable",
 )
-"""Label values of ``quotes_ws_handshakes``."""
+"""Label values of ``quotes_ws_handshakes`` and ``quotes_sse_handshakes``."""
 
 DISCONNECT_CODES = range(1000, 1016)
 """Close codes kept as their own ``quotes_ws_disconnects`` label: those RFC 6455 and the
@@ -197,6 +197,26 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        # the SSE endpoint's own series, with the WebSocket ones' labels: the answers
+        # before streaming are the same, only the transport differs
+        self.sse_streams = Gauge(
+            "quotes_sse_streams", "Open Server-Sent Events streams.", registry=r
+        )
+        self.sse_handshakes = Counter(
+            "quotes_sse_handshakes",
+            "Server-Sent Events requests by outcome, as quotes_ws_handshakes (a refusal is the "
+            "same HTTP status, from the same checks).",
+            ["outcome"],
+            registry=r,
+        )
+        self.sse_disconnects = Counter(
+            "quotes_sse_disconnects",
+            "Ended Server-Sent Events streams by the close code the server ended them with "
+            "(1001 shutdown, 1011 upstream lost, 1013 slow consumer, 1008 token expired), none "
+            "when the client went away.",
+            ["code"],
+            registry=r,
+        )
         self.invalid = Counter(
             "quotes_upstream_invalid",
             "Upstream messages dropped as invalid, by reason.",
@@ -246,6 +266,11 @@ class Metrics:
         )
         for outcome in HANDSHAKE_OUTCOMES:
             self.handshakes.labels(outcome)
+            self.sse_handshakes.labels(outcome)
+        self.open = {"ws": self.connections, "sse": self.sse_streams}
+        """The open-client gauge of each transport (a client's ``kind``)."""
+        self.outcomes = {"ws": self.handshakes, "sse": self.sse_handshakes}
+        self.ended = {"ws": self.disconnects, "sse": self.sse_disconnects}
         for limit in (*LIMIT_EVENTS, "token_expired", "client_queue"):
             self.limit_hits.labels(limit)
         for reason in ("json", "encoding", "schema", "ticker", "non_finite", "too_large"):

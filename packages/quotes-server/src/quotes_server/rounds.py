@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from quotes_core import INTERNAL_ERROR_REASON, CloseCode, FlushPacer, Subscription
-from quotes_server.connection import Connection
+from quotes_server.clients import Client
 from quotes_server.metrics import Metrics
 
 __all__ = ["WriteRounds"]
@@ -45,7 +45,7 @@ class WriteRounds:
     def __init__(
         self,
         window: float,
-        connections: Mapping[Subscription[Any], Connection],
+        connections: Mapping[Subscription[Any], Client],
         metrics: Metrics,
     ) -> None:
         self._connections = connections

@@ -44,6 +44,7 @@ from quotes_core import (
     TickerFilter,
     parse_quote,
 )
+from quotes_server.clients import Client
 from quotes_server.connection import Connection, PlainOutbox, Receive, Send
 from quotes_server.frames import FramesExtension, text_frame
 from quotes_server.limits import InboundExtension
@@ -78,7 +79,8 @@ class Runtime:
             replay_limit=settings.replay_limit,
             queue_bytes=settings.client_queue_limit,
         )
-        self.connections: dict[Subscription[Any], Connection] = {}
+        self.connections: dict[Subscription[Any], Client] = {}
+        """Every streaming client, WebSocket or SSE (:class:`~quotes_server.clients.Client`)."""
         self._upstream_lost = False
         self._per_host: Counter[str] = Counter()
         self._ids = itertools.count(1)
@@ -367,15 +369,15 @@ class Runtime:
         if reply.filter is not None:
             self.interest_changed()
 
-    def add(self, conn: Connection) -> None:
+    def add(self, conn: Client) -> None:
         self.connections[conn.sub] = conn
         self._per_host[conn.host] += 1
-        self.metrics.connections.inc()
+        self.metrics.open[conn.kind].inc()
         self.interest_changed()
 
-    def remove(self, conn: Connection) -> None:
+    def remove(self, conn: Client) -> None:
         if self.connections.pop(conn.sub, None) is not None:
-            self.metrics.connections.dec()
+            self.metrics.open[conn.kind].dec()
             left = self._per_host[conn.host] - 1
             if left > 0:
                 self._per_host[conn.host] = left

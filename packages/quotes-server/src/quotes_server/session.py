@@ -15,12 +15,13 @@ is held) and hands the frames to the connection.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from quotes_core import Codec, Subscriber, render
+from quotes_core import Codec, Element, StreamOptions, Subscriber, render
 from quotes_server.frames import frame_text, text_frame
 
-__all__ = ["FRAMES", "Session"]
+__all__ = ["FRAMES", "Renderer", "Session", "websocket_frames"]
 
 
 def _same(frame: bytes) -> bytes:
@@ -30,6 +31,16 @@ def _same(frame: bytes) -> bytes:
 FRAMES: Codec[bytes, bytes] = Codec(text_frame, frame_text, _same)
 """quotes-server's payloads are pre-built text frames; a plain quote goes out as is."""
 
+Renderer = Callable[[Sequence[Element[Any]], StreamOptions], tuple[list[bytes], int]]
+"""What a transport writes for the engine's elements: its chunks, and the quotes in them."""
+
+
+def websocket_frames(
+    elements: Sequence[Element[Any]], options: StreamOptions
+) -> tuple[list[bytes], int]:
+    """The WebSocket frames of ``elements`` (the engine's :func:`~quotes_core.render`)."""
+    return render(elements, options, FRAMES)
+
 
 class Session:
     """
@@ -38,12 +49,17 @@ class Session:
 
     Args:
         subscriber: the client's side of the stream.
+        renderer: how the transport writes the engine's elements (WebSocket frames,
+            or Server-Sent Events).
     """
 
-    __slots__ = ("_loop", "_timer", "subscriber", "wake")
+    __slots__ = ("_loop", "_render", "_timer", "subscriber", "wake")
 
-    def __init__(self, subscriber: Subscriber[bytes]) -> None:
+    def __init__(
+        self, subscriber: Subscriber[bytes], renderer: Renderer = websocket_frames
+    ) -> None:
         self.subscriber = subscriber
+        self._render = renderer
         self.wake: Callable[[], None] | None = None
         """Called when held quotes become due (set to the connection's ``on_ready``)."""
         self._timer: asyncio.TimerHandle | None = None
@@ -64,7 +80,7 @@ class Session:
             self.arm()
         if not elements:
             return [], 0
-        return render(elements, subscriber.options, FRAMES)
+        return self._render(elements, subscriber.options)
 
     def arm(self) -> None:
         """Run the timer until the earliest held-back quote is due (none: no timer)."""

@@ -24,6 +24,7 @@ from quotes_core import (
     MAX_SHARDS,
     origin_allowed,
 )
+from quotes_core.sse import KEEPALIVE_SECONDS
 from quotes_server.sources.redis_url import SHARDED_NEEDS_TCP, parse_redis_url
 
 __all__ = ["MIN_JWT_SECRET_BYTES", "NO_UPSTREAM", "Settings"]
@@ -118,6 +119,8 @@ class Settings(BaseSettings):
     """Most bytes queued for one client besides its buffer of live quotes (a replay, a
     snapshot, control replies); a replay must fit in it, and a client that sends
     actions while its queue is over it is closed with 1013."""
+    sse_keepalive: float = Field(KEEPALIVE_SECONDS, gt=0, le=15)
+    """Seconds an SSE stream may stay silent before a keepalive comment (``: keepalive``)."""
     close_timeout: float = Field(10.0, gt=0)
     """Seconds to wait for a client to answer our close frame before dropping the socket."""
 
