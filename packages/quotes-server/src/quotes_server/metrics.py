@@ -86,7 +86,9 @@ class _HotCollector(Collector):
             value=self.hot.received,
         )
         yield CounterMetricFamily(
-            "quotes_forwarded", "Quote frames sent to WebSocket clients.", value=self.hot.forwarded
+            "quotes_forwarded",
+            "Quotes sent to clients (WebSocket frames, SSE events).",
+            value=self.hot.forwarded,
         )
         yield CounterMetricFamily(
             "quotes_socket_writes",
@@ -267,6 +269,8 @@ class Metrics:
         for outcome in HANDSHAKE_OUTCOMES:
             self.handshakes.labels(outcome)
             self.sse_handshakes.labels(outcome)
+        for code in ("none", "1001", "1008", "1011", "1013"):  # every end an SSE stream has
+            self.sse_disconnects.labels(code)
         self.open = {"ws": self.connections, "sse": self.sse_streams}
         """The open-client gauge of each transport (a client's ``kind``)."""
         self.outcomes = {"ws": self.handshakes, "sse": self.sse_handshakes}
