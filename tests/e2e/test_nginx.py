@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from quotes_client import QuotesClient
 from quotes_client.events import ConnectionEvent, Disconnected, Recovered
+from quotes_core.testing import upstream_message
 from tests.helpers.processes import (
     ROOT,
     RedisServer,
@@ -40,7 +42,8 @@ from tests.helpers.processes import (
     wait_until,
 )
 from tests.helpers.publishing import publishing
-from tests.helpers.server import StartServer
+from tests.helpers.server import CHANNEL, StartServer
+from tests.helpers.sse import SseReader
 from tests.helpers.ws import collect_until, handshake_rejection, open_ws
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -467,3 +470,42 @@ async def test_wss_through_nginx(
         assert received == ["MSFT"] * 3
         assert client.url.startswith("wss://")
     assert HINT not in one.log() + two.log()
+
+
+async def test_sse_through_nginx_streams_each_event_as_it_comes(
+    redis_server: RedisServer, start_server: StartServer, tmp_path: Path
+) -> None:
+    """Through nginx's SSE location: unbuffered events, Last-Event-ID resume, client address."""
+    settings = {"trusted_proxies": "127.0.0.1"}
+    one = start_server(redis_server, **settings)
+    two = start_server(redis_server, **settings)
+    with nginx(tmp_path, (one.port, two.port)) as front:
+        async with await SseReader.open(
+            front.port, "/sse/quotes?tickers=AAPL", {"X-Forwarded-For": "203.0.113.9"}
+        ) as sse:
+            assert sse.status == 200
+            assert sse.headers["content-type"] == "text/event-stream"
+            assert await sse.event() == {"retry": "1000"}
+            await poll(
+                lambda: one.metric("quotes_sse_streams") + two.metric("quotes_sse_streams") == 1,
+                timeout=10,
+                what="the stream registered",
+            )
+            # one quote at a time, each read before the next is published: a buffering
+            # proxy would hold them back
+            for n in (1, 2):
+                redis_server.publish(CHANNEL, upstream_message("AAPL", n))
+                event = await sse.event()
+                assert json.loads(event["data"])["volume"] == n
+            last_id = event["id"]
+        redis_server.publish(CHANNEL, upstream_message("AAPL", 3))
+        target = "/v1/sse/quotes?tickers=AAPL"
+        async with await SseReader.open(front.port, target, {"Last-Event-ID": last_id}) as again:
+            await again.event()  # retry
+            recovered = await again.event()
+            assert recovered["event"] == "recovered"
+            # the window is per process (--history memory): whichever instance nginx
+            # picked, it answers the resume; the other says it cannot recover
+            if json.loads(recovered["data"])["recovered"]:
+                assert json.loads((await again.event())["data"])["volume"] == 3
+    assert "connected from 203.0.113.9" in one.log() + two.log()
