@@ -15,6 +15,7 @@ import pytest
 
 from quotes_client.protocol import encode_action, encode_ping
 from quotes_core import (
+    INTERNAL_ERROR_REASON,
     WS_PATHS,
     ActionError,
     TickerFilter,
@@ -25,10 +26,12 @@ from quotes_core import (
     subscribed_event,
     with_position,
 )
+from quotes_core.sse import SSE_PATHS, closing
 from quotes_core.testing import make_quote, upstream_message
 from quotes_server.asyncapi import asyncapi_document, asyncapi_markdown
 from tests.helpers.processes import ROOT
 from tests.helpers.server import StartServer
+from tests.helpers.sse import parse_events
 
 DOC = asyncapi_document()
 MESSAGES: dict[str, Any] = DOC["components"]["messages"]
@@ -45,9 +48,9 @@ def test_the_committed_document_and_page_are_current() -> None:
 
 def test_every_endpoint_is_a_channel_with_both_operations() -> None:
     addresses = sorted(ch["address"] for ch in DOC["channels"].values())
-    assert addresses == sorted(WS_PATHS)
+    assert addresses == sorted([*WS_PATHS, *SSE_PATHS])
     actions = sorted(op["action"] for op in DOC["operations"].values())
-    assert actions == ["receive"] * 4 + ["send"] * 4
+    assert actions == ["receive"] * 4 + ["send"] * 6  # SSE is one-way
     query = next(iter(DOC["channels"].values()))["bindings"]["ws"]["query"]["properties"]
     assert set(query) == {
         "tickers", "mode", "snapshot", "seq", "since", "max_hz", "batch", "access_token",
@@ -72,6 +75,8 @@ def test_every_frame_the_core_writes_fits_its_message() -> None:
     for action in ("subscribe", "unsubscribe", "set"):
         valid(action, encode_action(action, frozenset({"AAPL"})))
     valid("ping", encode_ping(7))
+    (closed,) = parse_events(closing(1011, INTERNAL_ERROR_REASON))
+    valid("closed", closed["data"])
 
 
 def test_the_schemas_refuse_what_is_not_the_shape() -> None:
@@ -93,4 +98,7 @@ def test_a_server_serves_the_document_naming_itself(start_server: StartServer) -
     assert status == 200
     served = json.loads(body)
     assert served["channels"] == DOC["channels"]
-    assert served["servers"]["local"]["host"] == f"127.0.0.1:{server.port}"
+    assert {name: s["host"] for name, s in served["servers"].items()} == {
+        "local": f"127.0.0.1:{server.port}",
+        "localSse": f"127.0.0.1:{server.port}",
+    }

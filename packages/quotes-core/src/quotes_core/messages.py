@@ -22,6 +22,7 @@ from quotes_core.tickers import MAX_FILTER_TICKERS
 __all__ = [
     "ACTIONS",
     "EVENTS",
+    "ClosedEvent",
     "ErrorEvent",
     "PingAction",
     "PongEvent",
@@ -112,6 +113,21 @@ class PingAction(_Message):
     id: Any = Field(
         default=None, description="Any JSON value of at most 100 bytes, echoed in the pong."
     )
+
+
+class ClosedEvent(_Message):
+    """
+    The last event of a Server-Sent Events stream the server ends (named ``error``):
+    the WebSocket close code and reason of the same end.
+    """
+
+    event: Literal["error"]
+    code: Literal["closed"]
+    close_code: int = Field(
+        description="1001 shutdown, 1008 token expired, 1011 upstream lost, 1013 slow consumer: "
+        "what a WebSocket client would have been closed with (reconnect, or not, alike)."
+    )
+    message: str = Field(description="The close reason.")
 
 
 EVENTS: dict[str, type[_Message]] = {

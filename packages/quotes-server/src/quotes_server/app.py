@@ -301,11 +301,11 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
 
     @app.get("/asyncapi.json")
     async def asyncapi(request: Request) -> JSONResponse:
-        """The stream's AsyncAPI 3.0 document, with this server as its ``ws`` server."""
+        """The stream's AsyncAPI 3.0 document, with this server as its servers."""
         host = request.headers.get("host", "")
         if not _HOST_HEADER.fullmatch(host):
             return JSONResponse(document)
-        servers = {"local": {**document["servers"]["local"], "host": host}}
+        servers = {name: {**server, "host": host} for name, server in document["servers"].items()}
         return JSONResponse({**document, "servers": servers})
 
     if internal is None:

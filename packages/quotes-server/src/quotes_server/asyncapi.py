@@ -33,10 +33,12 @@ from quotes_core import (
 from quotes_core.messages import (
     ACTIONS,
     EVENTS,
+    ClosedEvent,
     batch_json_schema,
     positioned_quote_json_schema,
 )
 from quotes_core.query import EPOCH_PATTERN
+from quotes_core.sse import KEEPALIVE_SECONDS, SSE_PATHS
 from quotes_server import __version__
 
 __all__ = ["asyncapi_document", "asyncapi_markdown", "main"]
@@ -64,6 +66,24 @@ grace period) or "keepalive ping timeout"; 1013 "{SLOW_CONSUMER_REASON}" (no
 progress for the slow-client timeout) or "{QUEUE_FULL_REASON}" (a client that sends
 actions without reading, over its byte budget). Reconnect with backoff on 1001,
 1011 and 1013; fix the client on 1002, 1007, 1008 and 1009."""
+
+
+_SSE = f"""\
+The same stream over Server-Sent Events, for networks that break the WebSocket
+upgrade: `GET` with the WebSocket endpoints' query parameters (`Last-Event-ID`
+header: resume like `since=`, and it wins over it), answered before streaming exactly
+as the WebSocket handshake is (same statuses, `text/plain` reasons). Then `200`,
+`Content-Type: text/event-stream`, `Cache-Control: no-cache`, `X-Accel-Buffering: no`;
+first a `retry:` field (milliseconds), then one event per quote: `id: <epoch>:<seq>`
+and `data:` the quote as `quoteWithPosition` (positions are always on); with
+`batch=1` one event per write whose `data` is a `quoteBatch` and whose `id` is its
+last quote's position. Control frames are named events (`event: recovered`,
+`event: error`) with the WebSocket's JSON as `data`. A `: keepalive` comment follows
+every {KEEPALIVE_SECONDS:g} s of silence. A stream the server ends (1001 shutdown,
+1011 upstream lost, 1013 slow consumer, 1008 token expired) ends with `event: error`
+whose data is the `closed` message: the close code and reason a WebSocket client
+would have got.
+One-way: a client changes its tickers by reconnecting with a new query."""
 
 
 def _query_schema() -> dict[str, Any]:
@@ -154,6 +174,12 @@ def _messages() -> dict[str, dict[str, Any]]:
     for name, model in {**EVENTS, **ACTIONS}.items():
         title = f"{name} {'event' if name in EVENTS else 'action'}"
         messages[name] = _message(name, title, summaries[name], _schema(model))
+    messages["closed"] = _message(
+        "closed",
+        "closed event (SSE)",
+        "The last event (event: error) of a Server-Sent Events stream the server ends.",
+        _schema(ClosedEvent),
+    )
     return messages
 
 
@@ -162,6 +188,7 @@ def asyncapi_document(host: str = "127.0.0.1:8000") -> dict[str, Any]:
     messages = _messages()
     ref = {name: {"$ref": f"#/components/messages/{name}"} for name in messages}
     sent = ["quote", "quoteWithPosition", "quoteBatch", *EVENTS]
+    ws_messages = [*sent, *ACTIONS]
     received = list(ACTIONS)
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -172,7 +199,7 @@ def asyncapi_document(host: str = "127.0.0.1:8000") -> dict[str, Any]:
             "title": f"Quotes at {path}",
             "description": f"The stream (all four endpoints behave alike).\n\n{_HANDSHAKE}"
             f"\n\n{_CLOSES}",
-            "messages": {name: ref[name] for name in messages},
+            "messages": {name: ref[name] for name in ws_messages},
             "bindings": {
                 "ws": {"method": "GET", "query": _query_schema(), "bindingVersion": "0.1.0"}
             },
@@ -193,6 +220,30 @@ def asyncapi_document(host: str = "127.0.0.1:8000") -> dict[str, Any]:
             "channel": {"$ref": f"#/channels/{cid}"},
             "messages": [{"$ref": f"#/channels/{cid}/messages/{name}"} for name in received],
         }
+    ws_server = [{"$ref": "#/servers/local"}]
+    for channel in channels.values():
+        channel["servers"] = ws_server
+    sse_sent = ["quoteWithPosition", "quoteBatch", "recovered", "closed"]
+    for path in SSE_PATHS:
+        cid = _channel_id(path)
+        channels[cid] = {
+            "address": path,
+            "title": f"Quotes over Server-Sent Events at {path}",
+            "description": _SSE,
+            "servers": [{"$ref": "#/servers/localSse"}],
+            "messages": {name: ref[name] for name in sse_sent},
+        }
+        suffix = cid[0].upper() + cid[1:]
+        operations[f"send{suffix}"] = {
+            "action": "send",
+            "title": f"Events on {path}",
+            "summary": "What the server sends, each as one event of text/event-stream.",
+            "channel": {"$ref": f"#/channels/{cid}"},
+            "messages": [{"$ref": f"#/channels/{cid}/messages/{name}"} for name in sse_sent],
+            "bindings": {
+                "http": {"method": "GET", "query": _query_schema(), "bindingVersion": "0.3.0"}
+            },
+        }
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -201,7 +252,8 @@ def asyncapi_document(host: str = "127.0.0.1:8000") -> dict[str, Any]:
             "description": "Real-time quotes over WebSockets: the contract's stream of one "
             "JSON quote per text frame, filtered by `?tickers=`, and the opt-in stream "
             "protocol (snapshot, positions and resume, per-ticker rate, batches, live "
-            "filter changes).",
+            "filter changes); the same stream over Server-Sent Events where WebSockets are "
+            "blocked.",
         },
         "defaultContentType": "application/json",
         "servers": {
@@ -209,7 +261,13 @@ def asyncapi_document(host: str = "127.0.0.1:8000") -> dict[str, Any]:
                 "host": host,
                 "protocol": "ws",
                 "description": "quotes-server as `make run` starts it (wss:// behind TLS).",
-            }
+            },
+            "localSse": {
+                "host": host,
+                "protocol": "http",
+                "description": "The same server's Server-Sent Events endpoints (https:// "
+                "behind TLS).",
+            },
         },
         "channels": channels,
         "operations": operations,
@@ -246,6 +304,10 @@ def asyncapi_markdown(document: dict[str, Any]) -> str:
     for name, schema in first["bindings"]["ws"]["query"]["properties"].items():
         shown = {k: v for k, v in schema.items() if k != "description"}
         out.append(f"| `{name}` | `{json.dumps(shown)}` | {schema['description']} |")
+    for channel in channels.values():
+        if "bindings" not in channel:  # the SSE channels: no ws binding, one description
+            out += ["", "### Server-Sent Events", "", channel["description"]]
+            break
     out += ["", "## Operations", "", "| operation | action | channel | messages |"]
     out.append("|---|---|---|---|")
     for oid, op in document["operations"].items():
