@@ -65,7 +65,8 @@ class SseStream:
 
     Args:
         subscriber: the client's side of the stream engine (positions on).
-        send, receive: the request's ASGI callables.
+        send: the request's ASGI send callable.
+        receive: its ASGI receive callable.
         control: our HTTP protocol's ``quotes.stream`` extension (``None`` under
             another server: then shutdown waits and a stalled client is not reset).
         keepalive: seconds of silence before a keepalive comment.
