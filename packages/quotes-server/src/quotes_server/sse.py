@@ -233,13 +233,18 @@ class SseStream:
     # --- time -----------------------------------------------------------------------------
 
     def _arm_keepalive(self) -> None:
-        self._timer = self._loop.call_at(self._last_write + self._keepalive, self._silence)
+        due = self._last_write + self._keepalive
+        now = self._loop.time()
+        if due <= now:  # a write has been waiting for the client: look again later
+            due = now + self._keepalive
+        self._timer = self._loop.call_at(due, self._silence)
 
     def _silence(self) -> None:
         """The keepalive timer: a comment after ``keepalive`` seconds without a write."""
-        if self._loop.time() - self._last_write >= self._keepalive and not self._busy:
+        now = self._loop.time()
+        if now - self._last_write >= self._keepalive and not self._busy:
             self._keepalive_due = True
-            self._last_write = self._loop.time()
+            self._last_write = now
             self._wake.set()
         self._arm_keepalive()
 
