@@ -350,3 +350,26 @@ def test_a_resume_from_a_position_not_reached_yet_is_told_to_wait() -> None:
 
     forged = StreamOptions(seq=True, since=Position("e1", 7 + AHEAD_LIMIT + 1))
     assert stream.position_ahead(forged) is None  # never given: not waited for
+
+
+def test_a_plain_feed_reaches_plain_clients_before_positions_and_openings_stay_whole() -> None:
+    """
+    ``plain_feed``: plain clients get the upstream's quotes at once (publish_plain);
+    positions, the window, the snapshot and every client with an opening follow the
+    deployment's flow (publish_at), so a snapshot and the live quotes after it never
+    come from two flows.
+    """
+    stream: Stream[str] = Stream(epoch="e1", plain_feed=True)
+    plain = stream.open(f("AAPL"), Mode.FIFO, StreamOptions(), 0.0)
+    q1 = make_quote("AAPL", 1)
+    stream.publish_plain(q1, encode_quote(q1))
+    assert out(stream, plain) == ["AAPL#1"]  # no sequencer needed
+    assert (stream.seq, len(stream.history), stream.snapshot.get("AAPL")) == (0, 0, None)
+    snap = stream.open(f("AAPL"), Mode.FIFO, StreamOptions(snapshot=True), 0.0)
+    assert snap.hub is stream.sequenced
+    at(stream, q1, 1)  # the deployment's position arrives
+    assert out(stream, plain) == []  # not twice
+    assert out(stream, snap) == ["AAPL#1"]  # live on the snapshot client's flow
+    assert stream.snapshot.get("AAPL") is not None
+    later = stream.open(f("AAPL"), Mode.FIFO, StreamOptions(snapshot=True), 0.0)
+    assert out(stream, later) == ["AAPL#1"]  # from the snapshot

@@ -10,6 +10,7 @@ epoch: ``recovered: false``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from quotes_core.testing import upstream_message
-from tests.helpers.processes import RedisServer, ServerProcess, wait_until
+from tests.helpers.processes import RedisServer, ServerProcess, eventually, wait_until
 from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import open_ws, recv_json
 
@@ -205,13 +206,27 @@ async def test_the_sequencer_killed_mid_stream_the_survivor_continues_without_a_
     victim = sequencer_of(a, b)
     survivor = b if victim is a else a
     query = "/ws/quotes?tickers=AAPL&seq=1"
-    with publishing_numbered(redis_server) as sent:
-        last = (await read_some(survivor.ws_url + query, 5))[-1]
-        victim.stop(signal.SIGKILL)
-        assert sequencer_of(survivor) is survivor
-        at_takeover = len(sent)
-        wait_until(lambda: len(sent) > at_takeover + 20, what="quotes after the takeover")
-    total = len(sent)
+    plain: list[int] = []  # a plain client on the survivor, reading all along
+    async with open_ws(survivor.ws_url + "/ws/quotes?tickers=AAPL") as live:
+
+        async def collect() -> None:
+            while True:
+                plain.append(json.loads(await live.recv())["volume"])
+
+        reader = asyncio.get_running_loop().create_task(collect())
+        with publishing_numbered(redis_server) as sent:
+            last = (await read_some(survivor.ws_url + query, 5))[-1]
+            victim.stop(signal.SIGKILL)
+            await eventually(
+                lambda: status(survivor).get("role") == "sequencing", what="the takeover"
+            )
+            at_takeover = len(sent)
+            await eventually(lambda: len(sent) > at_takeover + 20, what="quotes after it")
+        total = len(sent)
+        await eventually(lambda: bool(plain) and plain[-1] == total, what="the plain client")
+        reader.cancel()
+    # plain clients take the upstream's quotes as they come: nothing lost, none late
+    assert plain == list(range(plain[0], total + 1))
     wait_until(
         lambda: status(survivor)["seq"] >= last["seq"] + total - last["volume"],
         what="the survivor at the newest position",

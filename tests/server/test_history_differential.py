@@ -57,6 +57,9 @@ class EngineSink:
     def check(self, raw: bytes) -> bool:
         return True
 
+    def on_live(self, raw: bytes) -> None:
+        pass  # plain clients: none here (the resumes are what is compared)
+
     def on_positioned(self, raw: bytes, seq: int, epoch: str) -> None:
         quote, text = parse_quote(raw)
         self.stream.publish_at(quote, text, seq, epoch, 0.0)

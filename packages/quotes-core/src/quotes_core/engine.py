@@ -225,6 +225,11 @@ class Stream(Generic[P]):
         replay_limit: most quotes one resume replays (more: ``recovered: false``).
         queue_bytes: most bytes queued for one client outside its hub buffer; a
             replay must fit in it.
+        plain_feed: positions come from elsewhere (:meth:`publish_at`) and plain
+            clients are fed apart, straight from the upstream (:meth:`publish_plain`),
+            so they never wait for the deployment's sequencer; a client that gets an
+            opening (``snapshot``, ``since``) then joins the sequenced hub, so that
+            its opening and its live quotes come from the same flow.
     """
 
     def __init__(
@@ -237,6 +242,7 @@ class Stream(Generic[P]):
         epoch: str | None = None,
         replay_limit: int = DEFAULT_REPLAY_LIMIT,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        plain_feed: bool = False,
     ) -> None:
         self.plain: Hub[P] = Hub(bound=bound)
         """The hub of clients that get the contract's frames (payloads as they are)."""
@@ -255,6 +261,7 @@ class Stream(Generic[P]):
         """The current epoch."""
         self.replay_limit = replay_limit
         self.queue_bytes = queue_bytes
+        self.plain_feed = plain_feed
 
     def __len__(self) -> int:
         """Open subscriptions, in both hubs."""
@@ -293,7 +300,22 @@ class Stream(Generic[P]):
         elif seq != self.seq + 1:
             self.history.clear()
         self.seq = seq
-        return self._fan_out(quote, StreamItem(seq, epoch, quote.ticker, payload, now))
+        item = StreamItem(seq, epoch, quote.ticker, payload, now)
+        if not self.plain_feed:
+            return self._fan_out(quote, item)
+        self.history.append(item)
+        self.snapshot.update(item)
+        return self.sequenced.publish(quote, item) if len(self.sequenced) else []
+
+    def publish_plain(self, quote: Quote, payload: P) -> list[Subscription[Any]]:
+        """
+        With ``plain_feed``: fan ``quote`` out to the plain clients as the upstream
+        sends it, before (and whether or not) the deployment gives it a position.
+
+        Returns:
+            The subscriptions to wake, as :meth:`publish`.
+        """
+        return self.plain.publish(quote, payload)
 
     def restore(self, epoch: str, seq: int, items: Iterable[StreamItem[P]]) -> None:
         """
@@ -351,7 +373,8 @@ class Stream(Generic[P]):
         ``recovered`` frame, then the replay, or the snapshot), in this same
         synchronous step, so it gets every quote exactly once.
         """
-        hub: Hub[Any] = self.sequenced if options.sequenced else self.plain
+        sequenced = options.sequenced or (self.plain_feed and options.snapshot)
+        hub: Hub[Any] = self.sequenced if sequenced else self.plain
         sub: Subscription[Any] = hub.subscribe(ticker_filter, mode=mode)
         subscriber: Subscriber[P] = Subscriber(hub, sub, options, self.queue_bytes)
         event, first = opening(

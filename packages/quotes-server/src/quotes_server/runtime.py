@@ -20,7 +20,6 @@ and answers client messages through it, and moves the frames it gives to sockets
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -38,7 +37,6 @@ from quotes_core import (
     InvalidQuote,
     Mode,
     Stream,
-    StreamItem,
     StreamOptions,
     Subscription,
     TickerFilter,
@@ -50,10 +48,11 @@ from quotes_server.frames import FramesExtension, text_frame
 from quotes_server.limits import InboundExtension
 from quotes_server.logs import RateLimitedLog, safe, truncate
 from quotes_server.metrics import Metrics
+from quotes_server.positioned import DeploymentFeed
 from quotes_server.rounds import WriteRounds
 from quotes_server.session import Session
 from quotes_server.settings import Settings
-from quotes_server.sources import QuoteSource, SourceState, StoredQuote
+from quotes_server.sources import QuoteSource, SourceState
 from quotes_server.tasks import cancel_and_wait
 
 __all__ = ["Runtime"]
@@ -61,10 +60,12 @@ __all__ = ["Runtime"]
 log = logging.getLogger("quotes_server")
 
 
-class Runtime:
+class Runtime(DeploymentFeed):
     """
     Owns the stream engine, the source task, the connection registry (per-address
-    counts), the write rounds and the slow-client watchdog.
+    counts), the write rounds and the slow-client watchdog. What a source of the
+    deployment's positions feeds (``--history redis``) is
+    :class:`~quotes_server.positioned.DeploymentFeed`'s.
     """
 
     def __init__(self, settings: Settings, source: QuoteSource, metrics: Metrics) -> None:
@@ -78,6 +79,7 @@ class Runtime:
             history_age=settings.history_age,
             replay_limit=settings.replay_limit,
             queue_bytes=settings.client_queue_limit,
+            plain_feed=source.assigns_positions,
         )
         self.connections: dict[Subscription[Any], Client] = {}
         """Every streaming client, WebSocket or SSE (:class:`~quotes_server.clients.Client`)."""
@@ -110,15 +112,6 @@ class Runtime:
         rounds.newest = quote.timestamp
         rounds.published(self.stream.publish(quote, text_frame(payload), time.monotonic()))
 
-    def check(self, raw: bytes) -> bool:
-        """Validate one upstream message for the deployment's sequencer (counted, not sent)."""
-        try:
-            parse_quote(raw)
-        except InvalidQuote as exc:
-            self._invalid(raw, exc)
-            return False
-        return True
-
     def _invalid(self, raw: bytes, exc: InvalidQuote) -> None:
         self.metrics.invalid.labels(exc.reason).inc()
         self._invalid_log(
@@ -128,102 +121,6 @@ class Runtime:
             exc.detail,
             truncate(raw),
         )
-
-    def on_positioned(self, raw: bytes, seq: int, epoch: str) -> None:
-        """One quote at the deployment's position (validated by the sequencer)."""
-        self.metrics.hot.received += 1
-        rounds = self.rounds
-        rounds.arrived()
-        try:
-            quote, payload = parse_quote(raw)
-        except InvalidQuote as exc:  # a sequencer of another version, or not ours
-            self._invalid(raw, exc)
-            return
-        rounds.newest = quote.timestamp
-        stream = self.stream
-        rounds.published(
-            stream.publish_at(quote, text_frame(payload), seq, epoch, time.monotonic())
-        )
-        if self._position_waiters:
-            self._advanced.set()
-
-    def begin_epoch(self, epoch: str, seq: int) -> None:
-        """The deployment started ``epoch`` after ``seq``: nothing before can be resumed."""
-        if epoch != self.stream.epoch:
-            old = self.stream.epoch
-            self.stream.restore(epoch, seq, ())
-            log.info("stream epoch %s -> %s at seq %d (the deployment's)", old, epoch, seq)
-            self._advanced.set()
-
-    def restore(self, epoch: str | None, seq: int, window: list[StoredQuote]) -> None:
-        """Take the deployment's epoch and resume window (see :class:`Sink`)."""
-        stream = self.stream
-        if epoch is None:
-            self.new_epoch()
-            return
-        items = []
-        for stored in window:
-            try:
-                quote, payload = parse_quote(stored.raw)
-            except InvalidQuote as exc:
-                self._invalid(stored.raw, exc)
-                continue
-            items.append(
-                StreamItem(stored.seq, epoch, quote.ticker, text_frame(payload), stored.time)
-            )
-        old = stream.epoch
-        stream.restore(epoch, seq, items)
-        log.info(
-            "stream epoch %s -> %s at seq %d: %d quote(s) of the deployment's window loaded",
-            old,
-            epoch,
-            seq,
-            len(items),
-        )
-        self._advanced.set()
-
-    def position(self) -> tuple[str, int]:
-        return self.stream.epoch, self.stream.seq
-
-    def history_status(self) -> dict[str, object]:
-        """Where positions belong, the epoch, the newest position, the window's size,
-        and with ``--history redis`` this instance's role (``/ready``, ``/metrics``)."""
-        stream = self.stream
-        status: dict[str, object] = {
-            "backend": self.settings.history,
-            "epoch": stream.epoch,
-            "seq": stream.seq,
-            "window": len(stream.history),
-        }
-        sequencing = self.source.sequencing
-        if sequencing is not None:
-            status["role"] = sequencing.role
-            status["takeovers"] = sequencing.takeovers
-            status["new_epochs"] = sequencing.new_epochs
-        return status
-
-    async def wait_position(self, options: StreamOptions) -> None:
-        """
-        Wait (at most a second) until this instance has published the
-        position a resume asks for, when another instance of the deployment gave it to
-        the client a moment ago (see :meth:`quotes_core.Stream.position_ahead`).
-        """
-        stream = self.stream
-        if stream.position_ahead(options) is None:
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + min(1.0, self.settings.redis_timeout)
-        self._position_waiters += 1
-        try:
-            while stream.position_ahead(options) is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return
-                self._advanced.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._advanced.wait(), remaining)
-        finally:
-            self._position_waiters -= 1
 
     def room(self) -> int:
         """Messages to take before the next write round (see :meth:`WriteRounds.room`)."""

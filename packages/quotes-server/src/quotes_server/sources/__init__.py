@@ -89,9 +89,13 @@ class RuntimeSink(Sink, Protocol):
     """The server's sink (the runtime): also takes positions assigned by the deployment."""
 
     def check(self, raw: bytes) -> bool:
-        """Validate one raw upstream message without publishing it; an invalid one
-        is counted and logged as :meth:`on_message` does (the sequencer's filter)."""
+        """Validate one raw upstream message without publishing or counting it (the
+        sequencer's filter: :meth:`on_live` counts and logs the invalid ones)."""
         ...
+
+    def on_live(self, raw: bytes) -> None:
+        """One raw upstream message as it comes, before the deployment positions it:
+        for the clients that need no position (counted and validated here)."""
 
     def on_positioned(self, raw: bytes, seq: int, epoch: str) -> None:
         """One upstream message at the deployment's position ``seq`` of ``epoch``."""

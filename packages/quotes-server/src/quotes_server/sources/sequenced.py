@@ -1,9 +1,11 @@
 """
 The source of ``--history redis``: positioned quotes that belong to the deployment.
 
-Every instance streams from the sequenced channel that the deployment's sequencer
-(:mod:`quotes_server.sources.sequencer`, run here too, leading or standing by)
-publishes on: each message is ``<epoch> <seq> <quote>``, or ``<epoch> <seq>`` when
+Every instance reads the upstream channel (through its
+:mod:`~quotes_server.sources.sequencer`, leading or standing by), whose messages go
+to its plain clients at once (``Sink.on_live``), and streams the positioned quotes
+from the sequenced channel that the deployment's sequencer publishes on: each
+message is ``<epoch> <seq> <quote>``, or ``<epoch> <seq>`` when
 a new epoch starts after ``seq``. The instance keeps the resume window in memory (the
 engine answers ``since=`` in the same synchronous step as the subscription) as a
 mirror of the Redis stream: each time the channel is subscribed (at start-up, after a
@@ -135,7 +137,7 @@ class SequencedSource:
         self.sequencer = Sequencer(
             self.url,
             channel,
-            sink.check,
+            sink,
             history_size=size,
             history_age=age,
             lease=lease,

@@ -38,7 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from quotes_core import InvalidQuote, TickerFilter, checked_epoch, parse_quote
-from quotes_server.sources import SourceState
+from quotes_server.sources import RuntimeSink, SourceState
 from quotes_server.sources.redis import RedisSource
 from quotes_server.sources.redis_url import command_client
 
@@ -126,10 +126,14 @@ class Sequencer:
     """
     Leads or stands by (see the module docs); one per server process.
 
+    Every upstream message also goes to the sink as it comes (``on_live``: the
+    clients that need no position), leading or not.
+
     Args:
         url: the Redis URL.
         channel: the upstream channel.
-        check: validates one raw message (counting and logging it when invalid).
+        sink: the runtime (``check`` validates a message, ``on_live`` takes it,
+            ``room`` is its budget per write round).
         history_size: entries the stream keeps (``MAXLEN ~``).
         history_age: seconds the stream lives without a new entry.
         lease: seconds the lease lasts without renewal (renewed every third of it).
@@ -140,7 +144,7 @@ class Sequencer:
         self,
         url: str,
         channel: str,
-        check: Callable[[bytes], bool],
+        sink: RuntimeSink,
         *,
         history_size: int,
         history_age: float,
@@ -159,7 +163,7 @@ class Sequencer:
         """Leases taken: the epoch continued or a new one started."""
         self.new_epochs = 0
         """Takeovers that could not prove continuity and started a new epoch."""
-        self._check = check
+        self._sink = sink
         self._url = url
         self._upstream = RedisSource(url, channel, timeout=timeout, **options)
         self._buffer: deque[_Buffered] = deque(maxlen=max(1000, history_size))
@@ -172,13 +176,14 @@ class Sequencer:
     # --- the upstream subscription's sink ------------------------------------------------------
 
     def on_message(self, raw: bytes) -> None:
+        self._sink.on_live(raw)
         now = time.monotonic()
         buffer = self._buffer
         buffer.append(_Buffered(now, raw))
         oldest = now - self._keep
         while buffer[0].time < oldest:
             buffer.popleft()
-        if self.leading and self._check(raw):
+        if self.leading and self._sink.check(raw):
             self._pending.append(raw)
             self._wake.set()
 
@@ -190,7 +195,7 @@ class Sequencer:
             self._step_down(release=True)
 
     def room(self) -> int:
-        return 10_000
+        return self._sink.room()
 
     def close_affected(self, affected: Callable[[TickerFilter], bool]) -> None:
         pass  # no clients here
