@@ -74,9 +74,12 @@ class DeploymentFeed:
         rounds.published(self.stream.publish_plain(quote, text_frame(payload)))
 
     def on_positioned(self, raw: bytes, seq: int, epoch: str) -> None:
-        """One quote at the deployment's position (validated by the sequencer)."""
+        """
+        One quote at the deployment's position (validated by the sequencer). It came
+        through :meth:`on_live` already, which counted it against the write round's
+        budget: it is not counted twice (the plain clients' rounds would be cut short).
+        """
         rounds = self.rounds
-        rounds.arrived()
         try:
             quote, payload = parse_quote(raw)
         except InvalidQuote as exc:  # a sequencer of another version, or not ours
