@@ -302,3 +302,28 @@ async def test_either_worker_of_two_answers_a_resume(
         assert vols(frames) == [("MSFT", n + 1), ("AAPL", n + 3)]
         assert [q["seq"] for q in frames] == [last["seq"] + 1, last["seq"] + 3]
         n += 3
+
+
+async def test_a_malformed_upstream_message_is_counted_everywhere_and_takes_no_position(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    a = start_server(redis_server, **REDIS_HISTORY)
+    b = start_server(redis_server, **REDIS_HISTORY)
+    sequencer_of(a, b)
+    async with open_ws(b.ws_url + "/ws/quotes?tickers=AAPL&seq=1") as ws:
+        published(redis_server, [a, b], [upstream_message("AAPL", 1)])
+        first = await recv_json(ws)
+        redis_server.publish_many(
+            CHANNEL,
+            [b"{not json", upstream_message("AAPL", 2, close="x"), upstream_message("AAPL", 3)],
+        )
+        after = await recv_json(ws)
+    assert (after["volume"], after["seq"]) == (3, first["seq"] + 1)  # no position for them
+    for server in (a, b):
+        wait_until(
+            lambda s=server: (
+                s.metric("quotes_upstream_invalid_total", 'reason="json"') == 1
+                and s.metric("quotes_upstream_invalid_total", 'reason="schema"') == 1
+            ),
+            what="both invalid messages counted on every instance",
+        )

@@ -54,11 +54,8 @@ class EngineSink:
     def on_message(self, raw: bytes) -> None:
         raise AssertionError("a sequenced source hands over positioned quotes only")
 
-    def check(self, raw: bytes) -> bool:
-        return True
-
-    def on_live(self, raw: bytes) -> None:
-        pass  # plain clients: none here (the resumes are what is compared)
+    def on_live(self, raw: bytes) -> bool:
+        return True  # plain clients: none here (the resumes are what is compared)
 
     def on_positioned(self, raw: bytes, seq: int, epoch: str) -> None:
         quote, text = parse_quote(raw)

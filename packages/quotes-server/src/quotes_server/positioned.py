@@ -23,14 +23,18 @@ import contextlib
 import logging
 import time
 
-from quotes_core import InvalidQuote, Stream, StreamItem, StreamOptions, parse_quote
+from quotes_core import InvalidQuote, Quote, Stream, StreamItem, StreamOptions, parse_quote
 from quotes_server.frames import text_frame
 from quotes_server.metrics import Metrics
 from quotes_server.rounds import WriteRounds
 from quotes_server.settings import Settings
 from quotes_server.sources import QuoteSource, StoredQuote
 
-__all__ = ["DeploymentFeed"]
+__all__ = ["RECENT", "DeploymentFeed"]
+
+RECENT = 4096
+"""Upstream messages whose parsed quote and frame are kept for their position (their
+position comes milliseconds later; older ones are parsed again if it ever does)."""
 
 log = logging.getLogger("quotes_server")
 
@@ -45,6 +49,8 @@ class DeploymentFeed:
     rounds: WriteRounds
     _advanced: asyncio.Event
     _position_waiters: int
+    _recent: dict[bytes, tuple[Quote, bytes]]
+    """Upstream messages parsed by :meth:`on_live`, until their position comes."""
 
     def _invalid(self, raw: bytes, exc: InvalidQuote) -> None:
         raise NotImplementedError
@@ -52,16 +58,12 @@ class DeploymentFeed:
     def new_epoch(self) -> None:
         raise NotImplementedError
 
-    def check(self, raw: bytes) -> bool:
-        """Validate one upstream message for the sequencer (counted by :meth:`on_live`)."""
-        try:
-            parse_quote(raw)
-        except InvalidQuote:
-            return False
-        return True
-
-    def on_live(self, raw: bytes) -> None:
-        """One upstream message as it comes: validated, counted, and sent to plain clients."""
+    def on_live(self, raw: bytes) -> bool:
+        """
+        One upstream message as it comes: validated, counted, and sent to plain
+        clients; True when it is a valid quote (the sequencer appends only those).
+        Its parsed quote and frame are kept until it comes back with its position.
+        """
         self.metrics.hot.received += 1
         rounds = self.rounds
         rounds.arrived()
@@ -69,9 +71,15 @@ class DeploymentFeed:
             quote, payload = parse_quote(raw)
         except InvalidQuote as exc:
             self._invalid(raw, exc)
-            return
+            return False
+        frame = text_frame(payload)
+        recent = self._recent
+        recent[raw] = (quote, frame)
+        if len(recent) > RECENT:
+            del recent[next(iter(recent))]  # the oldest: its position never came
         rounds.newest = quote.timestamp
-        rounds.published(self.stream.publish_plain(quote, text_frame(payload)))
+        rounds.published(self.stream.publish_plain(quote, frame))
+        return True
 
     def on_positioned(self, raw: bytes, seq: int, epoch: str) -> None:
         """
@@ -80,14 +88,18 @@ class DeploymentFeed:
         budget: it is not counted twice (the plain clients' rounds would be cut short).
         """
         rounds = self.rounds
-        try:
-            quote, payload = parse_quote(raw)
-        except InvalidQuote as exc:  # a sequencer of another version, or not ours
-            self._invalid(raw, exc)
-            return
-        stream = self.stream
+        known = self._recent.pop(raw, None)  # parsed by on_live a moment ago
+        if known is not None:
+            quote, frame = known
+        else:
+            try:
+                quote, payload = parse_quote(raw)
+            except InvalidQuote as exc:  # a sequencer of another version, or not ours
+                self._invalid(raw, exc)
+                return
+            frame = text_frame(payload)
         now = time.monotonic()
-        rounds.published(stream.publish_at(quote, text_frame(payload), seq, epoch, now))
+        rounds.published(self.stream.publish_at(quote, frame, seq, epoch, now))
         if self._position_waiters:
             self._advanced.set()
 

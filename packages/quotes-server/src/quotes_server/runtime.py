@@ -96,6 +96,7 @@ class Runtime(DeploymentFeed):
         # resumes waiting for a position another instance published first
         self._advanced = asyncio.Event()
         self._position_waiters = 0
+        self._recent = {}
 
     # --- the source's sink -------------------------------------------------------------------
 

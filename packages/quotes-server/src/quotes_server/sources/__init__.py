@@ -88,14 +88,11 @@ class Sink(Protocol):
 class RuntimeSink(Sink, Protocol):
     """The server's sink (the runtime): also takes positions assigned by the deployment."""
 
-    def check(self, raw: bytes) -> bool:
-        """Validate one raw upstream message without publishing or counting it (the
-        sequencer's filter: :meth:`on_live` counts and logs the invalid ones)."""
-        ...
-
-    def on_live(self, raw: bytes) -> None:
+    def on_live(self, raw: bytes) -> bool:
         """One raw upstream message as it comes, before the deployment positions it:
-        for the clients that need no position (counted and validated here)."""
+        for the clients that need no position (counted and validated here); True
+        when it is a valid quote (the sequencer appends only those)."""
+        ...
 
     def on_positioned(self, raw: bytes, seq: int, epoch: str) -> None:
         """One upstream message at the deployment's position ``seq`` of ``epoch``."""

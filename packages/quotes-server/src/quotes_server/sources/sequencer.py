@@ -132,8 +132,8 @@ class Sequencer:
     Args:
         url: the Redis URL.
         channel: the upstream channel.
-        sink: the runtime (``check`` validates a message, ``on_live`` takes it,
-            ``room`` is its budget per write round).
+        sink: the runtime (``on_live`` takes each message and says whether it is
+            valid, ``room`` is its budget per write round).
         history_size: entries the stream keeps (``MAXLEN ~``).
         history_age: seconds the stream lives without a new entry.
         lease: seconds the lease lasts without renewal (renewed every third of it).
@@ -176,14 +176,14 @@ class Sequencer:
     # --- the upstream subscription's sink ------------------------------------------------------
 
     def on_message(self, raw: bytes) -> None:
-        self._sink.on_live(raw)
+        valid = self._sink.on_live(raw)
         now = time.monotonic()
         buffer = self._buffer
         buffer.append(_Buffered(now, raw))
         oldest = now - self._keep
         while buffer[0].time < oldest:
             buffer.popleft()
-        if self.leading and self._sink.check(raw):
+        if self.leading and valid:
             self._pending.append(raw)
             self._wake.set()
 
