@@ -176,6 +176,12 @@ class QuotesHttpProtocol(HttpToolsProtocol):
         # parser holds it (as the callbacks' target) and it holds the parser, a cycle
         # uvicorn breaks only in connection_lost, which now goes to the WebSocket.
         self.parser = None  # type: ignore[assignment]
+        # likewise the upgrade request's scope: its quotes.stream extension holds a
+        # bound method of this protocol, which holds the scope
+        stream = _stream_extension(self.scope)
+        if stream is not None:
+            stream["abort"] = _nothing
+            stream["on_shutdown"] = None
 
     def _check_forwarded(self) -> None:
         """Report an ``X-Forwarded-For`` that uvicorn ignores (its peer is not trusted)."""
