@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -25,10 +23,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from quotes_client import QuotesClient
 from quotes_client.events import ConnectionEvent, Disconnected, Recovered
@@ -44,6 +38,7 @@ from tests.helpers.processes import (
 from tests.helpers.publishing import publishing
 from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.sse import SseReader
+from tests.helpers.tls import make_pki
 from tests.helpers.ws import collect_until, handshake_rejection, open_ws
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
@@ -86,70 +81,10 @@ class Certificate:
 
 
 def make_certificate(folder: Path) -> Certificate:
-    """A throwaway CA and a server certificate it signs, valid for one day."""
-    now = datetime.datetime.now(datetime.UTC)
-
-    def build(
-        subject: str,
-        issuer: str,
-        key: ec.EllipticCurvePrivateKey,
-        public: ec.EllipticCurvePublicKey,
-    ) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        build("quotes test CA", "quotes test CA", ca_key, ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (
-        build("localhost", "quotes test CA", ca_key, key.public_key())
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    out = Certificate(folder / "ca.pem", folder / "fullchain.pem", folder / "privkey.pem")
-    out.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    out.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    out.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return out
+    """A throwaway CA and a server certificate it signs, valid for one day
+    (:func:`tests.helpers.tls.make_pki`)."""
+    pki = make_pki(folder)
+    return Certificate(pki.ca, pki.server_cert, pki.server_key)
 
 
 def nginx_config(
