@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
 
 from quotes_core.testing import upstream_message
 from tests.helpers.processes import RedisServer, ServerProcess, eventually, wait_until
@@ -27,6 +28,7 @@ from tests.helpers.ws import open_ws, recv_json
 
 pytestmark = pytest.mark.anyio
 
+LONE_QUERY = "/ws/quotes?tickers=AAPL&seq=1"
 REDIS_HISTORY = {"history": "redis", "history_lease": "1", "grace_period": "5"}
 
 
@@ -146,16 +148,22 @@ async def test_the_sequencer_restarted_hands_over_and_comes_back_with_the_window
     assert vols(snap) == [("MSFT", 11), ("AAPL", 12)]
 
 
+async def lone_instance_after_one_quote(
+    redis: RedisServer, start_server: StartServer
+) -> tuple[ServerProcess, dict[str, Any]]:
+    """One sequencing instance, and the AAPL quote a ``seq=1`` client read from it."""
+    server = start_server(redis, **REDIS_HISTORY)
+    sequencer_of(server)
+    async with open_ws(server.ws_url + LONE_QUERY) as ws:
+        published(redis, [server], [upstream_message("AAPL", 1)])
+        return server, await recv_json(ws)
+
+
 async def test_a_lone_instance_restarted_cannot_prove_continuity(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:
     """Nobody listened while it was away: a new epoch, and the resume says so."""
-    a = start_server(redis_server, **REDIS_HISTORY)
-    sequencer_of(a)
-    query = "/ws/quotes?tickers=AAPL&seq=1"
-    async with open_ws(a.ws_url + query) as ws:
-        published(redis_server, [a], [upstream_message("AAPL", 1)])
-        last = await recv_json(ws)
+    a, last = await lone_instance_after_one_quote(redis_server, start_server)
     port = a.port
     a.stop()
     a = start_server(redis_server, port=port, **REDIS_HISTORY)
@@ -163,7 +171,7 @@ async def test_a_lone_instance_restarted_cannot_prove_continuity(
     wait_until(lambda: status(a)["epoch"] != last["epoch"], what="a new epoch")
     assert status(a)["new_epochs"] == 1
     published(redis_server, [a], [upstream_message("AAPL", 2)])
-    event, live = await resume(a.ws_url + query + "&snapshot=1", last, 1)
+    event, live = await resume(a.ws_url + LONE_QUERY + "&snapshot=1", last, 1)
     assert (event["recovered"], event["epoch"]) == (False, status(a)["epoch"])
     assert vols(live) == [("AAPL", 2)]
 
@@ -251,19 +259,32 @@ async def test_the_sequencer_killed_mid_stream_the_survivor_continues_without_a_
 async def test_redis_restarted_without_its_data_starts_a_new_epoch(
     redis_server: RedisServer, start_server: StartServer
 ) -> None:
-    a = start_server(redis_server, **REDIS_HISTORY)
-    sequencer_of(a)
-    query = "/ws/quotes?tickers=AAPL&seq=1"
-    async with open_ws(a.ws_url + query) as ws:
-        published(redis_server, [a], [upstream_message("AAPL", 1)])
-        last = await recv_json(ws)
+    a, last = await lone_instance_after_one_quote(redis_server, start_server)
     redis_server.restart()  # SIGKILL and start again, empty (no persistence)
     wait_until(lambda: status(a)["epoch"] != last["epoch"], what="a new epoch")
     sequencer_of(a)
     published(redis_server, [a], [upstream_message("AAPL", 2)])
-    event, snap = await resume(a.ws_url + query + "&snapshot=1", last, 1)
+    event, snap = await resume(a.ws_url + LONE_QUERY + "&snapshot=1", last, 1)
     assert (event["recovered"], event["epoch"]) == (False, status(a)["epoch"])
     assert vols(snap) == [("AAPL", 2)]
+
+
+async def both_workers_ready(url: str) -> None:
+    """
+    Wait until handshakes stop answering 503: /ready reaches one worker at a time (the
+    kernel picks it), so a worker still loading the window can hide behind the other.
+    """
+    deadline = asyncio.get_running_loop().time() + 15
+    for _ in range(4):  # a few handshakes in a row, so that both workers are met
+        while True:
+            try:
+                async with open_ws(url):
+                    break
+            except InvalidStatus as exc:
+                if exc.response.status_code != 503:
+                    raise
+                assert asyncio.get_running_loop().time() < deadline, "a worker never ready"
+                await asyncio.sleep(0.05)
 
 
 async def test_either_worker_of_two_answers_a_resume(
@@ -283,6 +304,7 @@ async def test_either_worker_of_two_answers_a_resume(
     query = "/ws/quotes?tickers=AAPL,MSFT&seq=1"
     n = 0
     for _ in range(6):
+        await both_workers_ready(server.ws_url + query)
         async with open_ws(server.ws_url + query) as ws:
             n += 1
             redis_server.publish(CHANNEL, upstream_message("AAPL", n))
@@ -297,6 +319,7 @@ async def test_either_worker_of_two_answers_a_resume(
             ],
         )
         # what the worker has not published yet when the client arrives comes live
+        await both_workers_ready(server.ws_url + query)
         event, frames = await resume(server.ws_url + query, last, 2)
         assert (event["recovered"], event["epoch"]) == (True, last["epoch"])
         assert vols(frames) == [("MSFT", n + 1), ("AAPL", n + 3)]
