@@ -28,9 +28,10 @@ WATCH_URL ?= ws://127.0.0.1:$(or $(QUOTES_PORT),8000)/ws/quotes
 watch: sync
 	$(UV) run $(SYNC) quotes-client $(WATCH_URL) --tickers $(TICKERS) $(ARGS)
 
-## Run the whole test suite (needs redis-server on PATH; tests start private instances).
+## Run the whole test suite (needs redis-server on PATH; tests start private instances):
+## on TEST_WORKERS (default 3) pytest-xdist workers, then the load tests alone.
 test: sync
-	$(UV) run $(SYNC) pytest $(ARGS)
+	$(UV) run $(SYNC) python scripts/run_tests.py $(ARGS)
 
 lint: sync
 	$(UV) run $(SYNC) ruff check .

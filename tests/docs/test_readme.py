@@ -32,7 +32,12 @@ def make_env(extra: dict[str, str]) -> dict[str, str]:
     not inherit -k or -j) and no QUOTES_* settings (QUOTES_REDIS_URL would drop --demo).
     """
     outer = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
-    env = {k: v for k, v in os.environ.items() if k not in outer and not k.startswith("QUOTES_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # nor this suite's pytest-xdist worker (a pytest started under it thinks it is one)
+        if k not in outer and not k.startswith(("QUOTES_", "PYTEST_XDIST_"))
+    }
     return {**env, **extra}
 
 
@@ -136,6 +141,53 @@ def test_watch_runs_quotes_client_against_make_run() -> None:
 
 
 def test_test_command_runs_pytest() -> None:
-    """`make test` runs pytest over the suite."""
+    """`make test` runs pytest over the suite, through scripts/run_tests.py."""
     (test,) = [c for c in COMMANDS if c.text == "make test"]
-    assert program_of(test) == ["pytest"]
+    assert program_of(test) == ["python", "scripts/run_tests.py"]
+
+
+def _run_tests(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "run_tests.py"), "-p", "no:cacheprovider", *args],
+        cwd=tmp_path,
+        env={**make_env({}), "TEST_WORKERS": "2"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_runner_runs_the_suite_on_workers_then_the_exclusive_tests_alone(
+    tmp_path: Path,
+) -> None:
+    """
+    scripts/run_tests.py: the unmarked tests on xdist workers, then the ``exclusive`` ones in
+    a serial pytest; a failure in either fails the run; selecting nothing at all is exit 5.
+    """
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nmarkers =\n    exclusive: runs alone\naddopts = -v\n"
+    )
+    (tmp_path / "test_some.py").write_text(
+        "import os, pytest\n"
+        "def test_parallel():\n"
+        "    assert os.environ.get('PYTEST_XDIST_WORKER', '').startswith('gw')\n"
+        "@pytest.mark.exclusive\n"
+        "def test_alone():\n"
+        "    assert 'PYTEST_XDIST_WORKER' not in os.environ\n"
+    )
+    ok = _run_tests(tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    first, second = ok.stdout.split("run_tests: ")[1:]
+    assert "-n 2 -m not exclusive" in first
+    assert "2 workers" in first
+    assert "PASSED test_some.py::test_parallel" in first
+    assert "test_alone" not in first
+    assert "test_some.py::test_alone PASSED" in second
+    assert "test_parallel" not in second
+    # only one run has tests: fine; neither: pytest's "no tests" code
+    assert _run_tests(tmp_path, "-k", "alone").returncode == 0
+    assert _run_tests(tmp_path, "-k", "nothing_is_called_this").returncode == 5
+    (tmp_path / "test_some.py").write_text(
+        "import pytest\n@pytest.mark.exclusive\ndef test_alone():\n    assert False\n"
+    )
+    assert _run_tests(tmp_path).returncode == 1

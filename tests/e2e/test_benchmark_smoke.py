@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCHMARK = ROOT / "scripts" / "benchmark" / "ws_latency_benchmark.py"
 LATENCY_KEYS = ("p50", "p90", "p99", "p99_9", "max")
 
+# Load tests: each would starve the tests running beside it on other workers (and the
+# soak's seconds-long server timeouts would be starved by them), so they run alone.
+pytestmark = pytest.mark.exclusive
+
 
 def _run_benchmark(
     *args: str, timeout: float = 240, env: dict[str, str] | None = None

@@ -55,14 +55,18 @@ def test_the_page_has_both_browser_examples() -> None:
 def test_batch_and_actions_example(
     page_server: tuple[str, Path], start_server: StartServer
 ) -> None:
-    """batch=1 arrays and a subscribe action, in the browser: subscribed first, then batches."""
+    """
+    batch=1 arrays and a subscribe action, in the browser: the subscription is confirmed
+    (after at most AAPL batches: the page's URL subscribed AAPL already), then batches.
+    """
     require_chromium()
     origin, folder = page_server
     server = start_server(None, cors_origins=origin, demo_rate=500)
     lines = run_example(origin, folder, EXAMPLES[0], server.port)
     texts = [text for _, text in lines]
     assert [kind for kind, _ in lines if kind == "error"] == []
-    assert texts[0] == "subscribed AAPL,MSFT,NVDA"
+    subscribed = texts.index("subscribed AAPL,MSFT,NVDA")
+    assert all(re.fullmatch(r"batch of \d+, last AAPL", t) for t in texts[:subscribed])
     batches = [t for t in texts if t.startswith("batch of ")]
     assert batches
     assert all(re.fullmatch(r"batch of \d+, last (AAPL|MSFT|NVDA)", t) for t in batches)
