@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from quotes_client import Backoff, ConnectionEvent, QuotesClient, Recovered
+from quotes_client.transport import WebSocketConnection
 from quotes_core import TickerFilter
 from quotes_core.testing import upstream_message
 from tests.client.servers import RecordingSleep, events_of, take
@@ -46,8 +47,9 @@ async def test_resume_after_a_tcp_drop_yields_exactly_the_missed_quotes(
             CHANNEL, [upstream_message("AAPL", 1), upstream_message("MSFT", 2)]
         )
         assert [q.volume for q in await take(client, 2)] == [1, 2]
-        assert client._loop.ws is not None
-        client._loop.ws.transport.abort()  # the client's TCP connection drops
+        conn = client._loop.conn
+        assert isinstance(conn, WebSocketConnection)
+        conn.ws.transport.abort()  # the client's TCP connection drops
         await gated_sleep.wait_calls(1)
         wait_until(lambda: server.metric("quotes_ws_connections") == 0, what="the drop")
         missed = [

@@ -283,7 +283,7 @@ def test_bad_arguments_fail_before_any_network() -> None:
     with pytest.raises(InvalidTickers):
         QuotesClient("ws://127.0.0.1:9/ws", tickers=["AAPL", "no good"])
     with pytest.raises(ValueError):
-        QuotesClient("http://127.0.0.1:9/ws")
+        QuotesClient("ftp://127.0.0.1:9/ws")
     with pytest.raises(ValueError):
         QuotesClient("ws://127.0.0.1:9/ws", max_retries=-1)
     with pytest.raises(ValueError):

@@ -40,8 +40,14 @@ def test_invalid_ticker_raises_before_connecting() -> None:
         stream_url("ws://h/ws", ["AAPL;DROP"])
 
 
-@pytest.mark.parametrize("url", ["http://h/ws", "h:8000/ws", "ws://"])
-def test_non_websocket_url_raises(url: str) -> None:
-    """Only ws:// and wss:// URLs with a host are accepted."""
-    with pytest.raises(ValueError, match="WebSocket URL"):
+@pytest.mark.parametrize("url", ["ftp://h/ws", "h:8000/ws", "ws://", "https://"])
+def test_non_stream_url_raises(url: str) -> None:
+    """Only ws://, wss:// (and http(s):// for SSE) URLs with a host are accepted."""
+    with pytest.raises(ValueError, match="not a stream URL"):
         stream_url(url)
+
+
+def test_an_sse_url_takes_tickers_like_a_websocket_url() -> None:
+    assert stream_url("https://h/sse/quotes?x=1", ["msft", "aapl"]) == (
+        "https://h/sse/quotes?x=1&tickers=AAPL,MSFT"
+    )

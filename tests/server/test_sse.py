@@ -31,6 +31,7 @@ async def test_headers_preface_and_one_event_per_quote_as_the_websocket_sends_it
         assert sse.headers["content-type"] == "text/event-stream"
         assert sse.headers["cache-control"] == "no-cache"
         assert sse.headers["x-accel-buffering"] == "no"
+        assert "access-control-allow-origin" not in sse.headers  # no Origin, no CORS
         await eventually(lambda: server.metric("quotes_sse_streams") == 1, what="registered")
         redis_server.publish_many(
             CHANNEL, [upstream_message("AAPL", 1), upstream_message("TSLA", 2)]
@@ -72,6 +73,18 @@ async def test_batch_snapshot_and_the_v1_path(
             assert event["id"] == f"{batch[-1]['epoch']}:{batch[-1]['seq']}"
             got += batch
     assert [q["volume"] for q in got] == [8, 9, 10]
+
+
+async def test_an_allowed_origin_may_read_the_stream_cross_origin(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """An EventSource is a CORS request: an allowed Origin is echoed (and Vary: Origin)."""
+    server = start_server(redis_server, cors_origins="https://app.example")
+    headers = {"Origin": "https://app.example"}
+    async with await SseReader.open(server.port, "/sse/quotes", headers) as sse:
+        assert sse.status == 200
+        assert sse.headers["access-control-allow-origin"] == "https://app.example"
+        assert sse.headers["vary"] == "Origin"
 
 
 async def test_since_and_last_event_id_resume_and_the_header_wins(

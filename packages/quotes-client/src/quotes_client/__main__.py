@@ -6,6 +6,7 @@ Usage::
     quotes-client ws://127.0.0.1:8000/v1/ws/quotes --tickers AAPL,MSFT
     quotes-client ws://127.0.0.1:8000/v1/ws/quotes --format json | jq .close
     quotes-client wss://quotes.example/v1/ws/quotes --token-command "vault read -field=token ..."
+    quotes-client https://quotes.example/v1/sse/quotes --tickers AAPL   # WebSockets blocked
 
 One line per quote on standard output (``text``: ticker, close, timestamp,
 latency; ``json``: the canonical quote plus ``latency_ms``); connection events
@@ -67,7 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="quotes-client",
         description="Print the live quote stream of a quotes server; reconnects on its own.",
     )
-    parser.add_argument("url", help="WebSocket URL, e.g. ws://127.0.0.1:8000/v1/ws/quotes")
+    parser.add_argument(
+        "url",
+        help="WebSocket URL, e.g. ws://127.0.0.1:8000/v1/ws/quotes, or where WebSockets are "
+        "blocked the Server-Sent Events one, http://127.0.0.1:8000/v1/sse/quotes",
+    )
     parser.add_argument(
         "--tickers",
         nargs="+",

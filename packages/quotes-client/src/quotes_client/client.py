@@ -34,9 +34,8 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-from websockets.exceptions import ConnectionClosed
 from websockets.typing import Origin
 
 from quotes_client.announcer import Announcer
@@ -53,7 +52,10 @@ from quotes_client.stats import (
     Latency,
     LatencyStats,
 )
+from quotes_client.transport import connector_for, is_sse_url
 from quotes_core import Backoff, Quote, TickerFilter
+
+Transport = Literal["websocket", "sse"]
 
 __all__ = [
     "DEFAULT_ACTION_TIMEOUT",
@@ -90,7 +92,10 @@ class QuotesClient:
     ``max_retries`` is exhausted (after the quotes already buffered).
 
     Args:
-        url: the server's WebSocket URL (``ws://`` or ``wss://``).
+        url: the server's WebSocket URL (``ws://`` or ``wss://``), or its Server-Sent
+            Events endpoint (``http://``/``https://``, ``/sse/quotes``) for networks
+            that break WebSockets: the same quotes, events, resume and backoff; a
+            filter change then reconnects with the new query (SSE is one-way).
         tickers: symbols to receive (case-insensitive), or ``None`` for every
             ticker (or whatever the URL's own ``tickers`` parameter says).
         buffer_size: most quotes held for the consumer.
@@ -132,13 +137,16 @@ class QuotesClient:
             event either way) and then sends a snapshot.
         action_timeout: seconds a filter change waits for the server's reply.
         connect_options: other keyword arguments for
-            ``websockets.asyncio.client.connect`` (``ssl``, ``proxy``, ``compression`` ...).
+            ``websockets.asyncio.client.connect`` (``ssl``, ``proxy``, ``compression`` ...);
+            with an ``http(s)://`` URL, for ``httpx.AsyncClient`` (``verify``, ``proxy``,
+            ``cert`` ...). ``ping_*``, ``close_timeout`` and ``max_queue`` are the
+            WebSocket's only.
         sleep: awaited with each backoff delay (inject a fake in tests).
         clock: monotonic clock for connection durations (inject in tests).
         wall_clock: POSIX time for latency and ``Retry-After`` dates.
 
     Raises:
-        ValueError: ``url`` is not a WebSocket URL or an argument is out of range.
+        ValueError: ``url`` is not a stream URL or an argument is out of range.
         quotes_core.InvalidTickers: a ticker symbol is invalid.
     """
 
@@ -191,24 +199,34 @@ class QuotesClient:
         self.url = self._engine.next_url()
         self._buffer: BoundedBuffer[Quote] = BoundedBuffer(buffer_size, overflow)
         self._announcer = Announcer(on_event)
-        extra = dict(headers or {})
+        options = dict(connect_options or {})
+        extra = {**dict(options.pop("additional_headers", None) or {}), **dict(headers or {})}
         if isinstance(token, str):
             extra["Authorization"] = f"Bearer {token}"
+        self.transport: Transport = "sse" if is_sse_url(url) else "websocket"
+        if self.transport == "sse" and origin is not None:
+            extra["Origin"] = origin
+        connector = connector_for(
+            url,
+            websocket_options={
+                "origin": Origin(origin) if origin is not None else None,
+                "open_timeout": open_timeout,
+                "ping_interval": ping_interval,
+                "ping_timeout": ping_timeout,
+                "close_timeout": close_timeout,
+                "max_queue": max_queue,
+                **options,
+            },
+            open_timeout=open_timeout,
+            client_options=options,
+        )
         self._loop = ConnectionLoop(
             self._engine,
             self._buffer,
             self._announcer,
             LoopSettings(
-                connect_kwargs={
-                    "origin": Origin(origin) if origin is not None else None,
-                    "additional_headers": extra or None,
-                    "open_timeout": open_timeout,
-                    "ping_interval": ping_interval,
-                    "ping_timeout": ping_timeout,
-                    "close_timeout": close_timeout,
-                    "max_queue": max_queue,
-                    **(connect_options or {}),
-                },
+                connector=connector,
+                headers=extra,
                 token=None if isinstance(token, str) else token,
                 max_retries=max_retries,
                 stale_timeout=stale_timeout,
@@ -388,24 +406,10 @@ class QuotesClient:
         return self._engine.position
 
     async def _change(self, action: Action, tickers: Iterable[str] | str | None) -> TickerFilter:
-        engine = self._engine
-        wanted, text = engine.change(action, tickers)
-        ws = self._loop.ws
-        if ws is None:
-            engine.set_filter(wanted)
-            return wanted
-        reply = self._loop.replies.expect()
-        try:
-            await ws.send(text)
-            async with asyncio.timeout(self._action_timeout):
-                confirmed = await reply
-        except ConnectionClosed:
-            confirmed = None
-        except TimeoutError:
-            raise TimeoutError(f"no reply to {action} within {self._action_timeout:g} s") from None
-        if confirmed is None:  # the connection ended first: the next one asks for it
-            engine.set_filter(wanted)
-            return wanted
+        wanted, text = self._engine.change(action, tickers)
+        confirmed = await self._loop.change(action, wanted, text, self._action_timeout)
+        if self._error is not None:  # over SSE: the new stream was refused for good
+            raise self._error
         return confirmed
 
     # -- introspection -----------------------------------------------------------

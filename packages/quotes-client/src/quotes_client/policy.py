@@ -22,10 +22,16 @@ fatal. No I/O happens here, so the tables are tested on their own.
 | close 1002, 1003, 1007, 1010 | fatal | protocol mismatch |
 | any other close code (3000-4999 ...) | retry | |
 | close started by this client | retry | ping timeout, stale stream |
+
+Over Server-Sent Events (an ``http(s)://`` URL) the same tables apply: the request's
+HTTP status is the handshake's (:func:`classify_rejection`), and the stream's closing
+``error`` event carries the close code a WebSocket client would have got
+(:func:`classify_server_close`); a response that ends without it is a 1006.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -43,9 +49,12 @@ from quotes_core import TOKEN_EXPIRED_REASON
 __all__ = [
     "FATAL_CLOSE_CODES",
     "RETRYABLE_HTTP_4XX",
+    "HttpRejected",
     "Outcome",
     "classify_close",
     "classify_connect_error",
+    "classify_rejection",
+    "classify_server_close",
     "close_is_fatal",
     "parse_retry_after",
     "status_is_fatal",
@@ -58,6 +67,20 @@ RETRYABLE_HTTP_4XX = frozenset({408, 425, 429})
 """4xx statuses that mean "try again later" rather than "your request is wrong"."""
 
 _MAX_REASON = 300
+
+
+class HttpRejected(Exception):
+    """An SSE request answered with an HTTP status other than 200 (a refused handshake)."""
+
+    def __init__(
+        self, status: int, body: bytes, reason_phrase: str, headers: Mapping[str, str]
+    ) -> None:
+        super().__init__(f"HTTP {status} {reason_phrase}")
+        self.status = status
+        self.body = body
+        self.reason_phrase = reason_phrase
+        self.headers = dict(headers)
+        """Names in lower case."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +154,27 @@ def _trim(text: str) -> str:
 
 def _rejected(exc: InvalidStatus, now: float) -> Outcome:
     response = exc.response
-    status = response.status_code
-    body = (response.body or b"").decode("utf-8", "replace")
-    reason = _trim(body) or response.reason_phrase
     headers = {name.lower(): value for name, value in response.headers.raw_items()}
+    return classify_rejection(
+        response.status_code, bytes(response.body or b""), response.reason_phrase, headers, now
+    )
+
+
+def classify_rejection(
+    status: int, body: bytes, reason_phrase: str, headers: Mapping[str, str], now: float
+) -> Outcome:
+    """
+    Decide about a connection refused with an HTTP status (WebSocket handshake or SSE request).
+
+    Args:
+        status: the HTTP status.
+        body: the response's body (the server's reason, as text/plain).
+        reason_phrase: the status line's phrase, when the body is empty.
+        headers: the response's headers, names in lower case.
+        now: the current POSIX time (for ``Retry-After`` dates).
+    """
+    reason = _trim(body.decode("utf-8", "replace")) or reason_phrase
+    headers = dict(headers)
     if status_is_fatal(status):
         error = HandshakeRejected(status, reason, headers)
         return Outcome(str(error), status=status, error=error)
@@ -147,11 +187,13 @@ def classify_connect_error(exc: Exception, now: float) -> Outcome:
     Decide about a failed attempt to open a connection.
 
     Args:
-        exc: what ``websockets.asyncio.client.connect`` raised.
+        exc: what ``websockets.asyncio.client.connect`` (or the SSE request) raised.
         now: the current POSIX time (for ``Retry-After`` dates).
     """
     if isinstance(exc, InvalidStatus):
         return _rejected(exc, now)
+    if isinstance(exc, HttpRejected):
+        return classify_rejection(exc.status, exc.body, exc.reason_phrase, exc.headers, now)
     if isinstance(exc, TimeoutError):
         return Outcome(f"timed out: {exc}")
     if isinstance(exc, OSError):
@@ -181,15 +223,22 @@ def classify_close(exc: ConnectionClosed, renews_token: bool = False) -> Outcome
     """
     rcvd, sent = exc.rcvd, exc.sent
     if rcvd is not None and (sent is None or exc.rcvd_then_sent):
-        code, reason = rcvd.code, rcvd.reason
-        if renews_token and code == 1008 and reason == TOKEN_EXPIRED_REASON:
-            return Outcome(f"closed by the server: {code} {reason!r}", code=code, at_once=True)
-        if close_is_fatal(code):
-            error = FatalClose(code, reason)
-            return Outcome(str(error), code=code, error=error)
-        return Outcome(f"closed by the server: {code} {reason!r}", code=code)
+        return classify_server_close(rcvd.code, rcvd.reason, renews_token)
     if sent is not None:
         return Outcome(
             f"closed by the client: {sent.code} {sent.reason!r}", code=sent.code, by_server=False
         )
     return Outcome("connection lost without a close frame", code=1006)
+
+
+def classify_server_close(code: int, reason: str, renews_token: bool = False) -> Outcome:
+    """
+    Decide about a stream the server ended with ``code`` and ``reason`` (a WebSocket close
+    frame, or the closing ``error`` event of an SSE stream); see :func:`classify_close`.
+    """
+    if renews_token and code == 1008 and reason == TOKEN_EXPIRED_REASON:
+        return Outcome(f"closed by the server: {code} {reason!r}", code=code, at_once=True)
+    if close_is_fatal(code):
+        error = FatalClose(code, reason)
+        return Outcome(str(error), code=code, error=error)
+    return Outcome(f"closed by the server: {code} {reason!r}", code=code)

@@ -18,19 +18,22 @@ def stream_url(url: str, tickers: Iterable[str] | str | None = None) -> str:
     Return ``url`` with its ``tickers`` query parameter set from ``tickers``.
 
     Args:
-        url: a ``ws://`` or ``wss://`` URL; other query parameters are kept.
+        url: a ``ws://`` or ``wss://`` URL, or the ``http://``/``https://`` URL of the
+            server's Server-Sent Events endpoint; other query parameters are kept.
         tickers: symbols (case-insensitive), a comma-separated string, or
             ``None`` to keep the URL as given (no ``tickers`` parameter means
             every ticker). ``"*"`` or an empty list also mean every ticker and
             remove the parameter.
 
     Raises:
-        ValueError: ``url`` is not a ``ws://`` or ``wss://`` URL.
+        ValueError: ``url`` is not a ``ws://``, ``wss://``, ``http://`` or ``https://`` URL.
         quotes_core.InvalidTickers: a symbol is invalid, or there are too many.
     """
     parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"not a WebSocket URL (ws:// or wss://): {url!r}")
+    if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+        raise ValueError(
+            f"not a stream URL (ws:// or wss://, or http(s):// for Server-Sent Events): {url!r}"
+        )
     if tickers is None:
         return url
     symbols = tickers.split(",") if isinstance(tickers, str) else list(tickers)

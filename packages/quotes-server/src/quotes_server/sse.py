@@ -71,6 +71,9 @@ class SseStream:
             another server: then shutdown waits and a stalled client is not reset).
         keepalive: seconds of silence before a keepalive comment.
         close_timeout: seconds a closing write may wait for the client before it is reset.
+        origin: the request's ``Origin`` (admitted: inside ``--cors-origins``), echoed as
+            ``Access-Control-Allow-Origin`` so a page on that origin may read the stream
+            (``EventSource`` requests are CORS requests; a WebSocket needs no such header).
     """
 
     kind = "sse"
@@ -89,8 +92,16 @@ class SseStream:
         control: StreamExtension | None,
         keepalive: float,
         close_timeout: float,
+        origin: str | None = None,
     ) -> None:
         self.subscriber = subscriber
+        self._headers = _START_HEADERS
+        if origin is not None:
+            self._headers = [
+                *_START_HEADERS,
+                (b"access-control-allow-origin", origin.encode("latin-1")),
+                (b"vary", b"Origin"),
+            ]
         self.sub = subscriber.sub
         self.session: Session | None = Session(subscriber, sse_chunks)
         self.session.wake = self.on_ready
@@ -152,7 +163,7 @@ class SseStream:
 
     async def start(self) -> None:
         """Send the response's head and the ``retry:`` preface."""
-        await self._send({"type": "http.response.start", "status": 200, "headers": _START_HEADERS})
+        await self._send({"type": "http.response.start", "status": 200, "headers": self._headers})
         await self._send({"type": "http.response.body", "body": _PREFACE, "more_body": True})
         self._last_write = self._loop.time()
 
@@ -285,7 +296,8 @@ class SseEndpoint:
             response = PlainTextResponse("Method not allowed\n", 405, headers={"Allow": "GET"})
             await response(scope, receive, send)
             return
-        result = self.admission.admit(Request(scope, receive), "sse")
+        request = Request(scope, receive)
+        result = self.admission.admit(request, "sse")
         if isinstance(result, Refusal):
             await result.response()(scope, receive, send)
             return
@@ -310,6 +322,7 @@ class SseEndpoint:
                 control=control,
                 keepalive=self.keepalive,
                 close_timeout=runtime.settings.close_timeout,
+                origin=request.headers.get("origin"),
             )
             return stream
 
