@@ -25,7 +25,7 @@ from quotes_client.sse import COMMENT, EventDecoder, SseConnection, SseEvent
 from quotes_core.testing import upstream_message
 from tests.client.servers import RecordingSleep, events_of, take
 from tests.client.test_protocol_server import publish_and_wait
-from tests.helpers.processes import RedisServer, wait_until
+from tests.helpers.processes import RedisServer, eventually, wait_until
 from tests.helpers.server import CHANNEL, StartServer
 
 pytestmark = pytest.mark.anyio
@@ -142,6 +142,24 @@ async def test_the_servers_closing_event_is_decided_like_a_close_frame(
         await gated_sleep.wait_calls(1)
     (disconnected,) = events_of(Disconnected, seen)
     assert (disconnected.code, disconnected.by_server, disconnected.fatal) == (1001, True, False)
+
+
+async def test_keepalive_comments_keep_a_quiet_stream_from_going_stale(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """No quote for several stale_timeouts, but a keepalive every 0.3 s: never reconnected."""
+    server = start_server(redis_server, sse_keepalive=0.3)
+    client = QuotesClient(f"{server.http_url}/sse/quotes", stale_timeout=1.0)
+    async with client:
+        with anyio.fail_after(10):
+            await client.wait_connected()
+        conn = client._loop.conn
+        assert isinstance(conn, SseConnection)
+        # 12 keepalives span 3.6 s: more than three stale_timeouts without a quote
+        await eventually(lambda: conn.keepalives >= 12, what="a dozen keepalives")
+        assert client._loop.conn is conn
+        assert client.stats.connects == 1
+        assert client.stats.received == 0
 
 
 async def test_a_filter_change_over_sse_reconnects_with_the_new_query(

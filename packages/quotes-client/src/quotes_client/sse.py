@@ -127,6 +127,8 @@ class SseConnection:
         self._response = response
         self._lines: AsyncIterator[str] = response.aiter_lines()
         self._decoder = EventDecoder()
+        self.keepalives = 0
+        """Comment lines received (the server's keepalive)."""
 
     @property
     def last_event_id(self) -> str:
@@ -152,6 +154,7 @@ class SseConnection:
             if item is None:
                 continue
             if item is COMMENT:
+                self.keepalives += 1
                 return None
             assert isinstance(item, SseEvent)
             if item.event == "error":
