@@ -20,6 +20,8 @@ from tests.e2e.test_browser import CHROMIUM_ARGS, require_chromium
 from tests.helpers.processes import ROOT, RedisServer, free_port, wait_until
 from tests.helpers.publishing import publishing
 from tests.helpers.server import CHANNEL, StartServer
+from tests.helpers.upgrade_blocker import UpgradeBlockingProxy
+from tests.server.test_deployment_history import REDIS_HISTORY, published, status
 
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 
@@ -316,6 +318,77 @@ def test_dashboard_survives_a_redis_outage(
         assert "live" in page.inner_text("#state")  # type: ignore[attr-defined]
         assert page.evaluate("window.dashboard.stats.opens") >= 2  # type: ignore[attr-defined]
         assert set(rows(page)) == {"AAPL", "IBM"}
+
+
+def test_dashboard_on_sse_when_asked_changes_tickers_with_a_new_stream(
+    start_server: StartServer,
+) -> None:
+    """?transport=sse: no WebSocket at all; Apply opens a new stream with the new tickers."""
+    require_chromium()
+    server = start_server(None, demo_rate=500)
+    with dashboard(f"{server.http_url}/dashboard?transport=sse&tickers=AAPL") as page:
+        page.wait_for_function("window.dashboard.rows.has('AAPL')", timeout=15_000)  # type: ignore[attr-defined]
+        assert page.inner_text("#state") == "live · SSE"  # type: ignore[attr-defined]
+        page.fill("#tickers", "MSFT")  # type: ignore[attr-defined]
+        page.click("button[type=submit]")  # type: ignore[attr-defined]
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "window.dashboard.rows.has('MSFT') && !window.dashboard.rows.has('AAPL')",
+            timeout=15_000,
+        )
+        assert page.evaluate("window.dashboard.stats.sseOpens") == 2  # type: ignore[attr-defined]
+    assert server.metric("quotes_ws_handshakes_total", 'outcome="accepted"') == 0
+    assert server.metric("quotes_sse_handshakes_total", 'outcome="accepted"') == 2
+
+
+@pytest.mark.slow
+def test_dashboard_falls_back_to_sse_when_websockets_are_blocked_and_resumes_a_restart(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """
+    Behind a proxy that refuses WebSocket upgrades the page switches to EventSource and
+    says so; when its server restarts, the browser reconnects by itself with
+    Last-Event-ID and the server (positions in Redis, kept by the other instance
+    meanwhile) replays what it missed: recovered, the latest prices shown.
+    """
+    require_chromium()
+    a = start_server(redis_server, **REDIS_HISTORY)
+    b = start_server(redis_server, **REDIS_HISTORY)
+    with (
+        UpgradeBlockingProxy(a.port) as proxy,
+        dashboard(f"http://127.0.0.1:{proxy.port}/dashboard?tickers=AAPL,MSFT") as page,
+    ):
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "window.dashboard.transport() === 'sse' && window.dashboard.state() === 'open'",
+            timeout=15_000,
+        )
+        assert proxy.refused >= 1  # the page's WebSocket was refused: it did try
+        assert page.inner_text("#state") == "live · SSE"  # type: ignore[attr-defined]
+        wait_until(lambda: a.metric("quotes_sse_streams") == 1, what="the page's stream")
+        published(redis_server, [a, b], [upstream_message("AAPL", 1, close=101.5)])
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "window.dashboard.rows.get('AAPL')?.last === 101.5", timeout=10_000
+        )
+        port = a.port
+        a.stop()  # SIGTERM: the stream ends with its closing event, 1001
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "window.dashboard.stats.closes.includes(1001)", timeout=10_000
+        )
+        before = status(b)["seq"]
+        redis_server.publish_many(
+            CHANNEL, [upstream_message("MSFT", n, close=300.0 + n) for n in range(2, 6)]
+        )
+        wait_until(lambda: status(b)["seq"] >= before + 4, what="the other instance sequencing")
+        start_server(redis_server, port=port, **REDIS_HISTORY)
+        page.wait_for_function(  # type: ignore[attr-defined]
+            "window.dashboard.stats.recovered >= 1"
+            " && window.dashboard.rows.get('MSFT')?.last === 305",
+            timeout=30_000,
+        )
+        stats = page.evaluate("window.dashboard.stats")  # type: ignore[attr-defined]
+        assert stats["sseOpens"] >= 2
+        assert stats["unrecovered"] == 0
+        assert page.evaluate("window.dashboard.transport()") == "sse"  # type: ignore[attr-defined]
+        assert rows(page) == {"AAPL": 101.5, "MSFT": 305.0}
 
 
 def test_dashboard_screenshot_is_in_the_docs() -> None:

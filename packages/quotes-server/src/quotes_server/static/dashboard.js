@@ -1,4 +1,7 @@
 // quotes dashboard: the browser's own WebSocket against /ws/quotes, no framework, no build.
+// When the WebSocket cannot open at all (a proxy that breaks the upgrade) and the server is
+// up, it falls back to the same stream over Server-Sent Events (/sse/quotes, EventSource)
+// and stays there; ?transport=sse asks for SSE from the start. The header says which.
 // Incoming quotes are queued by onmessage and applied once per animation frame; only rows
 // that changed are touched. window.dashboard exposes the state for tests and measurements.
 "use strict";
@@ -56,12 +59,18 @@
     ratePerSec: 0, lastP50: null, lastP99: null,
     latencySamples: 0,  // quotes counted in the latency percentiles
     stale: 0,           // snapshot quotes (published before we subscribed): not latency
+    sseOpens: 0,        // SSE streams opened (the browser's own reconnects too)
+    recovered: 0, unrecovered: 0,  // SSE resumes (Last-Event-ID) the server could, could not replay
   };
   const rows = new Map();  // ticker -> row
   let pending = [];
   let frameRequested = false;
   let selected = null;     // null: all tickers; else a Set of upper-case symbols
   let ws = null;
+  let es = null;           // the EventSource, over SSE
+  // "websocket", or "sse" once an EventSource has opened (or ?transport=sse)
+  let transport = new URLSearchParams(location.search).get("transport") === "sse"
+    ? "sse" : "websocket";
   let attempt = 0;
   let retryAt = 0;
   let retryTimer = 0;
@@ -81,14 +90,19 @@
   }
   const tickerParam = () => selected ? [...selected].sort().join(",") : "*";
 
-  function wsUrl() {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  function streamParams() {
     // mode=latest: a tab that falls behind gets the newest price per ticker, not a backlog
     const params = new URLSearchParams({ tickers: tickerParam(), mode: "latest", snapshot: "1" });
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) params.set("access_token", token);
-    return `${proto}//${location.host}/ws/quotes?${params}`;
+    return params;
   }
+  function wsUrl() {
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${proto}//${location.host}/ws/quotes?${streamParams()}`;
+  }
+  const sseUrl = () => `/sse/quotes?${streamParams()}`;
+  const transportName = () => transport === "sse" ? "SSE" : "WebSocket";
 
   function setState(name, text) {
     phase = name;
@@ -104,6 +118,7 @@
   function connect() {
     clearTimeout(retryTimer);
     retryAt = 0;
+    if (transport === "sse") { connectSse(false); return; }
     setState("connecting", "connecting…");
     let opened = false;
     const sock = new WebSocket(wsUrl());
@@ -114,25 +129,23 @@
       opened = true;
       openedAt = Date.now();
       stats.opens += 1;
-      setState("open", "live");
+      setState("open", "live · WebSocket");
       say("");
     };
     sock.onmessage = (event) => {
       if (ws !== sock) return;
-      let data;
-      try { data = JSON.parse(event.data); } catch { return; }
-      if (Array.isArray(data)) {  // batch=1 frames
-        for (const item of data) accept(item);
-      } else {
-        accept(data);
-      }
-      if (!frameRequested) { frameRequested = true; requestAnimationFrame(frame); }
+      onText(event.data);
     };
     sock.onclose = (event) => {
       if (ws !== sock) return;
       ws = null;
       stats.closes.push(event.code);
       dropSet();
+      if (!opened && stats.opens === 0 && typeof EventSource === "function") {
+        // never open on this page: perhaps a proxy breaks the upgrade; try plain HTTP
+        connectSse(true);
+        return;
+      }
       if (opened && Date.now() - openedAt >= HEALTHY_MS) attempt = 0;
       const delay = nextDelay();
       if (!opened) {
@@ -142,6 +155,72 @@
       }
       scheduleRetry(delay);
     };
+  }
+
+  function onText(text) {
+    let data;
+    try { data = JSON.parse(text); } catch { return; }
+    if (Array.isArray(data)) {  // batch=1 frames
+      for (const item of data) accept(item);
+    } else {
+      accept(data);
+    }
+    if (!frameRequested) { frameRequested = true; requestAnimationFrame(frame); }
+  }
+
+  // The stream over Server-Sent Events. The browser reconnects by itself when a stream
+  // ends (the server's "error" event says why), sending Last-Event-ID: the server resumes.
+  // A refusal (any status but 200) ends the EventSource for good: then back to the
+  // WebSocket's diagnosis and backoff. `trial`: the WebSocket never opened; SSE is tried.
+  function connectSse(trial) {
+    setState("connecting", trial ? "WebSocket blocked? trying SSE…" : "connecting (SSE)…");
+    let opened = false;
+    const src = new EventSource(sseUrl());
+    es = src;
+    liveSince = Date.now();
+    src.onopen = () => {
+      if (es !== src) return;
+      opened = true;
+      transport = "sse";
+      openedAt = Date.now();
+      stats.opens += 1;
+      stats.sseOpens += 1;
+      setState("open", "live · SSE");
+      say("");
+    };
+    src.onmessage = (event) => {
+      if (es !== src) return;
+      onText(event.data);
+    };
+    src.addEventListener("recovered", (event) => {
+      let msg = {};
+      try { msg = JSON.parse(event.data); } catch { /* not ours */ }
+      if (msg.recovered === true) stats.recovered += 1; else stats.unrecovered += 1;
+    });
+    src.addEventListener("error", (event) => {
+      if (es !== src) return;
+      if (event.data) {  // the server's closing event: the browser reconnects after retry:
+        let msg = {};
+        try { msg = JSON.parse(event.data); } catch { /* not ours */ }
+        stats.closes.push(msg.close_code ?? 0);
+        say(`closed ${msg.close_code}: ${msg.message || msg.code}`, msg.close_code !== 1000);
+        return;
+      }
+      if (src.readyState !== EventSource.CLOSED) {
+        setState("connecting", "reconnecting (SSE)…");
+        return;
+      }
+      es = null;
+      if (opened && Date.now() - openedAt >= HEALTHY_MS) attempt = 0;
+      if (trial && !opened) transport = "websocket";
+      diagnose();
+      scheduleRetry(nextDelay());
+    });
+  }
+
+  function closeStream() {
+    if (ws) { const old = ws; ws = null; old.close(1000); }
+    if (es) { const old = es; es = null; old.close(); }
   }
 
   function nextDelay() {
@@ -256,8 +335,9 @@
         }, SET_TIMEOUT_MS),
       };
     } else {
+      // no socket to re-subscribe on, or SSE (one-way): a new stream with the new query
       attempt = 0;
-      if (ws) { const old = ws; ws = null; old.close(1000); }
+      closeStream();
       connect();
     }
   }
@@ -446,7 +526,7 @@
     const token = el.token.value.trim();
     const hadToken = sessionStorage.getItem(TOKEN_KEY) || "";
     if (token) sessionStorage.setItem(TOKEN_KEY, token); else sessionStorage.removeItem(TOKEN_KEY);
-    if (token !== hadToken && ws) { const old = ws; ws = null; old.close(1000); }
+    if (token !== hadToken) closeStream();
     applySelection(el.tickers.value);
   });
 
@@ -468,6 +548,7 @@
 
   window.dashboard = {
     stats, rows, state: () => phase, stateText: () => el.state.textContent, info: () => info,
+    transport: () => transport,
   };
   connect();
 })();
