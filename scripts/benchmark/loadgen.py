@@ -1,5 +1,6 @@
 """
-A client process of the load generator: many picows WebSocket connections, one loop.
+A client process of the load generator: many picows WebSocket connections (or raw
+Server-Sent Events streams, for an ``http://`` URL), one loop.
 
 Per message the hot path does the least that is still exact: it checks the ticker
 prefix, finds the ``"timestamp"`` key by a byte search (exact for any compact or
@@ -25,6 +26,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
+from urllib.parse import urlsplit
 
 from feed import TICKER_PREFIX, WARMUP_EPOCH_LIMIT, parse_timestamp
 from latency_histogram import COARSE_BUCKETS, COARSE_PER_FINE, FINE_BUCKETS, LatencyHistogram
@@ -153,41 +155,7 @@ class Client(WSListener):  # type: ignore[misc]
                 transport.send_close(code)
                 transport.disconnect()
             return
-        now = time.time()
-        data = frame.get_payload_as_bytes()
-        rec = self.rec
-        if not data.startswith((_PREFIX, _SPACED_PREFIX)):
-            rec.foreign += 1
-            return
-        i = data.find(b'"timestamp"', 12)
-        if i < 0:
-            rec.malformed += 1
-            return
-        j = data.find(b'"', i + 11) + 1
-        ts = data[j : j + 26]
-        t = rec.ts_cache.get(ts)
-        if t is None:
-            t = rec.parse(ts)
-        if t < rec.phase_start:
-            if t < 0:
-                rec.malformed += 1
-                return
-            if t < WARMUP_EPOCH_LIMIT and not self.warm:
-                self.warm = True
-                rec.warm += 1
-            rec.stale += 1
-            return
-        if self.designated:
-            rec.designated_received += 1
-            return
-        rec.received += 1
-        rec.last_receipt = now
-        k = int((now - t) * 100_000.0)
-        if k < FINE_BUCKETS:
-            rec.fine[k if k > 0 else 0] += 1
-        else:
-            k //= COARSE_PER_FINE
-            rec.coarse[k if k < COARSE_BUCKETS else COARSE_BUCKETS - 1] += 1
+        record(self, frame.get_payload_as_bytes(), time.time())
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = True
@@ -201,6 +169,184 @@ class Client(WSListener):  # type: ignore[misc]
             self.rec.disconnected += 1
 
 
+def record(client: Client | SseClient, data: bytes, now: float) -> None:
+    """Count one quote message (a WebSocket text frame, or an SSE event's data)."""
+    rec = client.rec
+    if not data.startswith((_PREFIX, _SPACED_PREFIX)):
+        rec.foreign += 1
+        return
+    i = data.find(b'"timestamp"', 12)
+    if i < 0:
+        rec.malformed += 1
+        return
+    j = data.find(b'"', i + 11) + 1
+    ts = data[j : j + 26]
+    t = rec.ts_cache.get(ts)
+    if t is None:
+        t = rec.parse(ts)
+    if t < rec.phase_start:
+        if t < 0:
+            rec.malformed += 1
+            return
+        if t < WARMUP_EPOCH_LIMIT and not client.warm:
+            client.warm = True
+            rec.warm += 1
+        rec.stale += 1
+        return
+    if client.designated:
+        rec.designated_received += 1
+        return
+    rec.received += 1
+    rec.last_receipt = now
+    k = int((now - t) * 100_000.0)
+    if k < FINE_BUCKETS:
+        rec.fine[k if k > 0 else 0] += 1
+    else:
+        k //= COARSE_PER_FINE
+        rec.coarse[k if k < COARSE_BUCKETS else COARSE_BUCKETS - 1] += 1
+
+
+class _SseTransport:
+    """What :class:`Worker` asks of a picows transport, for an SSE stream."""
+
+    def __init__(self, client: SseClient, transport: asyncio.Transport) -> None:
+        self.client = client
+        self.underlying_transport = transport
+
+    def send_close(self, code: object = None) -> None:
+        pass  # SSE has no closing handshake: the client just hangs up
+
+    def disconnect(self) -> None:
+        self.underlying_transport.close()
+
+    async def wait_disconnected(self) -> None:
+        await self.client.gone
+
+
+class SseClient(asyncio.Protocol):
+    """
+    One Server-Sent Events stream over a raw socket: the request and chunked transfer
+    decoding by hand, and each event's ``data:`` counted like a WebSocket text frame
+    (a batch's array is counted once, as the WebSocket client counts a batch frame).
+    A stream's closing ``error`` event counts its close code.
+    """
+
+    def __init__(self, rec: Recorder, target: bytes) -> None:
+        self.rec = rec
+        self.target = target
+        self.transport: _SseTransport | None = None
+        self.warm = False
+        self.designated = False
+        self.closed = False
+        self.close_code: int | None = None
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[None] = loop.create_future()
+        self.gone: asyncio.Future[None] = loop.create_future()
+        self._buf = bytearray()
+        self._body = bytearray()
+        self._head = True
+        self._raw: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._raw = transport  # type: ignore[assignment]  # uvloop's: not asyncio's class
+        transport.write(self.target)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        if self._head:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[: buf.find(b"\r\n")])
+            del buf[: end + 4]
+            self._head = False
+            if status.split(b" ")[1:2] != [b"200"]:
+                if not self.opened.done():
+                    self.opened.set_exception(ConnectionError(status.decode("latin-1")))
+                assert self._raw is not None
+                self._raw.close()
+                return
+            assert self._raw is not None
+            self.transport = _SseTransport(self, self._raw)
+            self.opened.set_result(None)
+        body = self._body
+        while True:
+            eol = buf.find(b"\r\n")
+            if eol < 0:
+                break
+            size = int(buf[:eol], 16)
+            if size == 0:
+                del buf[:]
+                break
+            end = eol + 2 + size
+            if len(buf) < end + 2:
+                break
+            body += buf[eol + 2 : end]
+            del buf[: end + 2]
+        if not body:
+            return
+        now = time.time()
+        start = 0
+        while (end := body.find(b"\n\n", start)) >= 0:
+            event = body[start:end]
+            start = end + 2
+            at = event.find(b"data: ")
+            if at < 0:
+                continue  # the retry: preface, a keepalive comment
+            data = bytes(event[at + 6 :])
+            if event.startswith(b"event: "):
+                if event.startswith(b"event: error"):
+                    self._closing(data)
+                continue  # recovered: a control event, not a quote
+            record(self, data, now)
+        del body[:start]
+
+    def _closing(self, data: bytes) -> None:
+        at = data.find(b'"close_code":')
+        if at >= 0:
+            digits = data[at + 13 : at + 17]
+            if digits.isdigit():
+                self.close_code = int(digits)
+                codes = self.rec.close_codes
+                codes[self.close_code] = codes.get(self.close_code, 0) + 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed before the response"))
+        if self.transport is not None:
+            if self.close_code is None:
+                codes = self.rec.close_codes
+                codes[1006] = codes.get(1006, 0) + 1
+            if self.designated:
+                self.rec.designated_disconnected += 1
+            else:
+                self.rec.disconnected += 1
+        if not self.gone.done():
+            self.gone.set_result(None)
+
+
+async def sse_connect(rec: Recorder, url: str, timeout: float) -> SseClient:
+    """Open one SSE stream (``http://host:port/path?query``); raise when it is refused."""
+    parts = urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+    loop = asyncio.get_running_loop()
+    client = SseClient(rec, request)
+    raw, _ = await asyncio.wait_for(
+        loop.create_connection(lambda: client, parts.hostname, parts.port or 80), timeout
+    )
+    try:
+        await asyncio.wait_for(client.opened, timeout)
+    except BaseException:
+        raw.close()
+        raise
+    return client
+
+
 class Worker:
     """The connections of one process and the commands that drive them."""
 
@@ -208,7 +354,7 @@ class Worker:
         self.spec = spec
         self.conn = conn
         self.rec = Recorder()
-        self.clients: list[Client | None] = [None] * len(spec.urls)
+        self.clients: list[Client | SseClient | None] = [None] * len(spec.urls)
         self.errors: list[str] = []
         self.done = asyncio.Event()
         self.loop_lags: list[float] = []
@@ -224,17 +370,26 @@ class Worker:
     async def _connect_one(self, index: int, sem: asyncio.Semaphore, deadline: float) -> None:
         url = self.url_for(index)
         delay = 0.1
+        sse = url.startswith("http://")
         async with sem:
             while True:
                 try:
-                    _, client = await ws_connect(
-                        lambda: self.new_client(index),
-                        url,
-                        websocket_handshake_timeout=max(1.0, deadline - time.monotonic()),
-                        read_buffer_init_size=4096,
-                    )
+                    if sse:
+                        client: Client | SseClient = await sse_connect(
+                            self.rec, url, max(1.0, deadline - time.monotonic())
+                        )
+                    else:
+                        _, client = await ws_connect(
+                            lambda: self.new_client(index),
+                            url,
+                            websocket_handshake_timeout=max(1.0, deadline - time.monotonic()),
+                            read_buffer_init_size=4096,
+                        )
                 except (TimeoutError, WSError, OSError) as exc:
                     status = getattr(getattr(exc, "response", None), "status", None)
+                    if sse and isinstance(exc, ConnectionError) and exc.args:
+                        head = str(exc.args[0]).split(" ")
+                        status = int(head[1]) if len(head) > 1 and head[1].isdigit() else None
                     retry = status is None or status in _RETRY_STATUSES
                     if not retry or time.monotonic() + delay > deadline:
                         if len(self.errors) < 5:
@@ -254,7 +409,7 @@ class Worker:
             *(self._connect_one(i, sem, deadline) for i in range(len(self.spec.urls)))
         )
 
-    def _open_clients(self) -> list[Client]:
+    def _open_clients(self) -> list[Client | SseClient]:
         return [
             c for c in self.clients if c is not None and c.transport is not None and not c.closed
         ]

@@ -263,7 +263,7 @@ def render_text(report: dict[str, Any]) -> str:
     for t in targets.values():
         keys.extend(k for k in t["median"] if k not in keys)
     ratio = report.get("ratios")
-    header = ["", *names] + (["ours/ref"] if ratio else [])
+    header = ["", *names] + ([report.get("ratio_label", "ours/ref")] if ratio else [])
     rows = [header]
     for k in keys:
         row = [k, *(_fmt(targets[n]["median"].get(k)) for n in names)]
@@ -297,7 +297,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         keys.extend(k for k in t["median"] if k not in keys)
     header = ["median of " + str(report["settings"]["repeat"]), *names]
     if ratio:
-        header.append("ours / reference")
+        header.append(report.get("ratio_label", "ours / reference"))
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for k in keys:
         row = [f"`{k}`", *(_fmt(targets[n]["median"].get(k)) for n in names)]

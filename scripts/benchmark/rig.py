@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing as mp
 import random
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,6 +92,15 @@ def _prime(url: str) -> None:
     """
     from websockets.sync.client import connect
 
+    if url.startswith("http://"):  # an SSE stream: its response head, then hang up
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                resp.read(1)
+        except urllib.error.HTTPError:
+            return  # e.g. 503: the clients retry
+        except OSError as exc:
+            raise RigError(f"cannot connect to {url}: {exc}") from None
+        return
     try:
         with connect(url, open_timeout=10, close_timeout=5):
             pass

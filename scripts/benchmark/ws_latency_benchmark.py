@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a private redis-server and the server(s) under test, one at a time",
     )
     g.add_argument(
+        "--transport",
+        choices=("ws", "sse", "both"),
+        default="ws",
+        help="how the clients read our server: WebSocket (default), Server-Sent Events "
+        "(/sse/quotes), or both in one run (targets ours and ours-sse, sse/ws ratios); "
+        "sse and both need --spawn ours",
+    )
+    g.add_argument(
         "--server-args",
         default="",
         help="extra arguments for `python -m quotes_server` with --spawn (e.g. '--workers 2')",
@@ -313,11 +321,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.period <= 0 or not 0 <= args.churn <= 1 or args.hostile < 0:
             raise SystemExit("--period must be > 0, --churn in [0, 1], --hostile >= 0")
 
+    if args.transport != "ws" and (args.spawn != "ours" or cluster or preset.kind == "soak"):
+        raise SystemExit("--transport sse/both: --spawn ours, not with --scenario cluster or soak")
+
     def log(msg: str) -> None:
         if not args.quiet:
             print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     targets = ["ours", "reference"] if args.spawn == "both" else [args.spawn or "external"]
+    if args.transport == "sse":
+        targets = ["ours-sse"]
+    elif args.transport == "both":
+        targets = ["ours", "ours-sse"]
     if cluster:
         targets = args.setups
     parts = urlsplit(args.ws_url)
@@ -352,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         "stalled_fraction": args.stalled_fraction,
         "server_args": args.server_args,
         "reference_fanout": args.reference_fanout,
+        "transport": args.transport,
     }
     if preset.kind == "soak":
         settings |= {
@@ -391,10 +407,14 @@ def main(argv: list[str] | None = None) -> int:
                     redis_url, redis_pids = upstream.url, upstream.pids
                     log(f"set-up {target}: redis-server PID(s) {redis_pids} ({SETUPS[target]})")
                 if args.spawn:
-                    kind = "ours" if cluster else target
+                    kind = "ours" if cluster or target == "ours-sse" else target
                     argv = _server_argv(kind, redis_url, args, shards)
+                    if target == "ours-sse":  # SSE streams are plain HTTP connections
+                        argv += ["--http-max-connections", "0"]
                     server = ServerProcess(kind, argv).start()
                     ws_url = f"ws://127.0.0.1:{server.port}{path}"
+                    if target == "ours-sse":
+                        ws_url = f"http://127.0.0.1:{server.port}{path.replace('/ws', '/sse', 1)}"
                     pids = [server.pid] if server.pid else []
                     log(
                         f"run {i + 1}/{args.repeat}: {target} server on {ws_url} (PID {server.pid})"
@@ -465,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
         report["ratios"] = ratios(
             report["targets"]["ours"]["median"], report["targets"]["reference"]["median"]
         )
+    if "ours" in runs and "ours-sse" in runs:
+        report["ratios"] = ratios(
+            report["targets"]["ours-sse"]["median"], report["targets"]["ours"]["median"]
+        )
+        report["ratio_label"] = "sse/ws"
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)

@@ -113,6 +113,27 @@ def test_benchmark_produces_a_complete_report(target: str) -> None:
     assert result["median"]["delivered_per_s"] > 0
 
 
+def test_the_sse_transport_runs_beside_the_websocket_with_its_ratios() -> None:
+    """--transport both: the same load read over WebSockets, then over SSE; sse/ws ratios."""
+    report = _run_benchmark(
+        "--spawn", "ours",
+        "--transport", "both",
+        "--clients", "5",
+        "--rate", "20",
+        "--duration", "3",
+        "--drain-timeout", "10",
+    )  # fmt: skip
+    assert list(report["targets"]) == ["ours", "ours-sse"]
+    for target in ("ours", "ours-sse"):
+        run = report["targets"][target]["runs"][0]
+        assert run["connect"]["opened"] == 5, target
+        assert run["warmup"]["warm"] == 5, target
+        _check_phase(run["phase"])
+        assert run["phase"]["loss_pct"] == 0, target
+    assert report["ratio_label"] == "sse/ws"
+    assert _is_number(report["ratios"]["server_cpu_us_per_delivery"])
+
+
 def test_idle_memory_scenario_reports_kib_per_connection() -> None:
     """The idle-memory preset, shrunk to 20 connections, reports KiB per connection."""
     report = _run_benchmark("--spawn", "reference", "--scenario", "idle-memory", "--clients", "20")
