@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quotes_core import (
     TEXT_CODEC,
@@ -18,7 +20,16 @@ from quotes_core import (
     encode_quote,
 )
 from quotes_core.backoff import INITIAL_DELAY, backoff
-from quotes_core.sse import KEEPALIVE, RETRY, closing, events, preface, sse_options
+from quotes_core.history import StreamItem
+from quotes_core.sse import (
+    KEEPALIVE,
+    RETRY,
+    EventCache,
+    closing,
+    events,
+    preface,
+    sse_options,
+)
 from quotes_core.testing import make_quote
 
 
@@ -56,6 +67,28 @@ def test_each_quote_is_one_event_with_its_position_and_the_websocket_json() -> N
     first = json.loads(got[0]["data"])
     assert (first["ticker"], first["seq"], first["epoch"]) == ("AAPL", 1, "e1")
     assert "event" not in got[0]  # unnamed: an EventSource's "message"
+
+
+def _item(epoch: str, seq: int) -> StreamItem[str]:
+    """The one quote at ``epoch``:``seq`` (a position names one quote)."""
+    q = make_quote(["AAPL", "MSFT", "NVDA"][(seq + len(epoch)) % 3], seq)
+    return StreamItem(seq, epoch, q.ticker, encode_quote(q), 0.0)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["e1", "e22"]), st.integers(1, 12)), max_size=60),
+    st.integers(1, 6),
+)
+def test_the_event_cache_renders_exactly_what_the_events_are(
+    positions: list[tuple[str, int]], limit: int
+) -> None:
+    """Shared by every stream, the cache's events are the rendered ones, and it stays bounded."""
+    cache = EventCache(limit)
+    options = sse_options(StreamOptions(), None)
+    for epoch, seq in positions:
+        item = _item(epoch, seq)
+        assert events([item], options, TEXT_CODEC, cache) == events([item], options, TEXT_CODEC)
+        assert len(cache) <= limit
 
 
 def test_batch_is_one_array_event_between_controls_with_the_last_id() -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "MEDIA_TYPE",
     "RETRY",
     "SSE_PATHS",
+    "EventCache",
     "closing",
     "events",
     "preface",
@@ -116,12 +117,51 @@ def _event(data: str, *, name: str | None = None, event_id: str | None = None) -
     return head + body + "\n"
 
 
+class EventCache:
+    """
+    The event text of recent quotes (``id:`` and ``data:``, one quote per event), shared
+    by every SSE stream of a process: a quote that reaches a thousand streams is rendered
+    once, as the WebSocket's plain frames are. Keyed by position (an epoch's seq is one
+    quote); cleared whole when it holds ``limit`` events.
+    """
+
+    __slots__ = ("_texts", "limit")
+
+    def __init__(self, limit: int = 8192) -> None:
+        self._texts: dict[int, tuple[str, str]] = {}
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def event(self, item: StreamItem[Any], codec: Codec[Any, Any]) -> str:
+        """The event of ``item`` (built and kept on first use)."""
+        hit = self._texts.get(item.seq)
+        if hit is not None and hit[0] == item.epoch:
+            return hit[1]
+        text = _quote_event(item, codec)
+        texts = self._texts
+        if len(texts) >= self.limit:
+            texts.clear()
+        texts[item.seq] = (item.epoch, text)
+        return text
+
+
+def _quote_event(item: StreamItem[Any], codec: Codec[Any, Any]) -> str:
+    text = with_position(codec.text(item.payload), item.seq, item.epoch)
+    return _event(text, event_id=f"{item.epoch}:{item.seq}")
+
+
 def events(
-    elements: Iterable[Element[Any]], options: StreamOptions, codec: Codec[Any, Any]
+    elements: Iterable[Element[Any]],
+    options: StreamOptions,
+    codec: Codec[Any, Any],
+    cache: EventCache | None = None,
 ) -> tuple[list[str], int]:
     """
     The events of ``elements`` for an SSE client with ``options`` (see the module
-    docs), and how many quotes they carry.
+    docs), and how many quotes they carry; a quote's event comes from ``cache`` when
+    one is given (the same text, built once per process).
     """
     out: list[str] = []
     group: list[str] = []
@@ -139,13 +179,13 @@ def events(
         quotes += 1
         if not isinstance(e, StreamItem):
             raise TypeError("an SSE stream's quotes carry their position (open it with seq)")
-        text = with_position(codec.text(e.payload), e.seq, e.epoch)
-        position = f"{e.epoch}:{e.seq}"
         if batch:
-            group.append(text)
-            last_id = position
+            group.append(with_position(codec.text(e.payload), e.seq, e.epoch))
+            last_id = f"{e.epoch}:{e.seq}"
+        elif cache is not None:
+            out.append(cache.event(e, codec))
         else:
-            out.append(_event(text, event_id=position))
+            out.append(_quote_event(e, codec))
     if group:
         out.append(_event("[" + ",".join(group) + "]", event_id=last_id))
     return out, quotes

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 
 from quotes_core import SHUTDOWN_REASON, CloseCode, Element, StreamOptions, Subscriber
-from quotes_core.sse import HEADERS, KEEPALIVE, MEDIA_TYPE, closing, events, preface
+from quotes_core.sse import HEADERS, KEEPALIVE, MEDIA_TYPE, EventCache, closing, events, preface
 from quotes_server.admission import Admission, Admitted, Refusal
 from quotes_server.limits import STREAM_EXTENSION, StreamExtension
 from quotes_server.metrics import HotCounters
@@ -52,9 +52,13 @@ _PREFACE = preface().encode()
 _KEEPALIVE = KEEPALIVE.encode()
 
 
+_CACHE = EventCache()
+"""This process's quote events, shared by its SSE streams."""
+
+
 def sse_chunks(elements: Sequence[Element[Any]], options: StreamOptions) -> tuple[list[bytes], int]:
     """The events of ``elements`` as one chunk (a :data:`~quotes_server.session.Renderer`)."""
-    out, quotes = events(elements, options, FRAMES)
+    out, quotes = events(elements, options, FRAMES, _CACHE)
     return ["".join(out).encode()], quotes
 
 
