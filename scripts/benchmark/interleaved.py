@@ -9,6 +9,9 @@ until the machine has been at most ``--max-busy`` busy for 4 s (other work on a
     .venv/bin/python scripts/benchmark/interleaved.py --runs 3 --scenario spec \\
         --variant before=/tmp/before-worktree --variant after=. \\
         --variant redis=.:QUOTES_HISTORY=redis --out /tmp/ab
+
+``--bench-args`` adds arguments to every run (``'--transport sse'``: the clients read
+Server-Sent Events).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -53,6 +57,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="results per variant (default 3)")
     parser.add_argument("--scenario", default="spec", help="benchmark scenario (default spec)")
     parser.add_argument("--max-busy", type=float, default=0.10, help="(default 0.10)")
+    parser.add_argument(
+        "--bench-args",
+        default="",
+        help="more arguments for every run, e.g. '--transport sse' (default: none)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder of the JSON reports")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -68,10 +77,11 @@ def main() -> None:
             out = args.out / f"{name}_{attempt}.json"
             argv = [str(folder / ".venv/bin/python"), "scripts/benchmark/ws_latency_benchmark.py"]
             argv += ["--spawn", "ours", "--scenario", args.scenario, "--json", "--output"]
-            argv += [str(out), "--quiet"]
+            argv += [str(out), "--quiet", *shlex.split(args.bench_args)]
             subprocess.run(argv, cwd=folder, env={**os.environ, **env}, check=True,
                            stdout=subprocess.DEVNULL)  # fmt: skip
-            median = json.loads(out.read_text())["targets"]["ours"]["median"]
+            (target,) = json.loads(out.read_text())["targets"].values()
+            median = target["median"]
             row = {k: median[k] for k in FIELDS}
             kept[name].append(row)
             print(f"{time.strftime('%T')} {name}: {row}", file=sys.stderr)

@@ -246,6 +246,16 @@ def _fmt(v: float | None) -> str:
     return f"{v:.3g}" if v else "0"
 
 
+def _ratio_columns(report: dict[str, Any]) -> list[tuple[str, dict[str, float | None]]]:
+    """The ratio columns a report has: ours / reference, SSE / WebSocket."""
+    columns = []
+    if report.get("ratios"):
+        columns.append(("ours/ref", report["ratios"]))
+    if report.get("sse_ratios"):
+        columns.append(("sse/ws", report["sse_ratios"]))
+    return columns
+
+
 def render_text(report: dict[str, Any]) -> str:
     """A human-readable summary: headline medians per server, ratios, warnings."""
     targets: dict[str, Any] = report["targets"]
@@ -262,13 +272,12 @@ def render_text(report: dict[str, Any]) -> str:
     keys: list[str] = []
     for t in targets.values():
         keys.extend(k for k in t["median"] if k not in keys)
-    ratio = report.get("ratios")
-    header = ["", *names] + ([report.get("ratio_label", "ours/ref")] if ratio else [])
+    columns = _ratio_columns(report)
+    header = ["", *names, *(label for label, _ in columns)]
     rows = [header]
     for k in keys:
         row = [k, *(_fmt(targets[n]["median"].get(k)) for n in names)]
-        if ratio:
-            row.append(_fmt(ratio.get(k)))
+        row += [_fmt(ratio.get(k)) for _, ratio in columns]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
@@ -291,17 +300,15 @@ def render_markdown(report: dict[str, Any]) -> str:
     """The headline medians as a Markdown table (for docs/performance.md)."""
     targets: dict[str, Any] = report["targets"]
     names = list(targets)
-    ratio = report.get("ratios")
+    columns = _ratio_columns(report)
     keys: list[str] = []
     for t in targets.values():
         keys.extend(k for k in t["median"] if k not in keys)
     header = ["median of " + str(report["settings"]["repeat"]), *names]
-    if ratio:
-        header.append(report.get("ratio_label", "ours / reference"))
+    header += [label for label, _ in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for k in keys:
         row = [f"`{k}`", *(_fmt(targets[n]["median"].get(k)) for n in names)]
-        if ratio:
-            row.append(_fmt(ratio.get(k)))
+        row += [_fmt(ratio.get(k)) for _, ratio in columns]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

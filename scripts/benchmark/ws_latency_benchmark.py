@@ -40,6 +40,8 @@ import resource
 import shlex
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -214,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
     g.add_argument("--output", help="also write the full JSON report to this file")
+    g.add_argument(
+        "--results",
+        metavar="DIR",
+        help="also write the report to DIR/<scenario>.json and its SVG plots into DIR "
+        "(scripts/benchmark/plots.py; make bench uses bench-results/)",
+    )
     g.add_argument("--markdown", action="store_true", help="print the medians as a Markdown table")
     g.add_argument(
         "--from-json",
@@ -330,9 +338,9 @@ def main(argv: list[str] | None = None) -> int:
 
     targets = ["ours", "reference"] if args.spawn == "both" else [args.spawn or "external"]
     if args.transport == "sse":
-        targets = ["ours-sse"]
+        targets = ["ours-sse" if t == "ours" else t for t in targets]
     elif args.transport == "both":
-        targets = ["ours", "ours-sse"]
+        targets = [x for t in targets for x in ((t, "ours-sse") if t == "ours" else (t,))]
     if cluster:
         targets = args.setups
     parts = urlsplit(args.ws_url)
@@ -486,15 +494,28 @@ def main(argv: list[str] | None = None) -> int:
             report["targets"]["ours"]["median"], report["targets"]["reference"]["median"]
         )
     if "ours" in runs and "ours-sse" in runs:
-        report["ratios"] = ratios(
+        report["sse_ratios"] = ratios(
             report["targets"]["ours-sse"]["median"], report["targets"]["ours"]["median"]
         )
-        report["ratio_label"] = "sse/ws"
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
+    if args.results:
+        _write_results(report, Path(args.results), log)
     _emit(report, args)
     return 0
+
+
+def _write_results(report: dict[str, Any], folder: Path, log: Callable[[str], None]) -> None:
+    """The report as ``<scenario>.json`` in ``folder``, and its plots beside it."""
+    from plots import plot_report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{report['scenario']}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    log(f"report: {path}")
+    for svg in plot_report(report, folder):
+        log(f"plot: {svg}")
 
 
 def _emit(report: dict[str, Any], args: argparse.Namespace) -> None:
