@@ -8,7 +8,7 @@ SYNC := --locked --all-packages --all-groups
 export UV_PYTHON_DOWNLOADS := never
 export NO_MKDOCS_2_WARNING := 1
 
-.PHONY: run watch test lint typecheck docs docs-serve asyncapi asyncapi-check package-check schema bench soak-plot screenshot dashboard-fps ci sync clean
+.PHONY: run watch test lint typecheck docs docs-serve asyncapi asyncapi-check package-check schema bench bench-plots soak-plot screenshot dashboard-fps ci sync clean
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv $(CURDIR)/.tools
@@ -64,8 +64,14 @@ package-check: | $(UV)
 schema: sync
 	$(UV) run $(SYNC) python -c "import json, quotes_core; print(json.dumps(quotes_core.wire_json_schema(), indent=2))" > docs/quote.schema.json
 
+## Run the benchmark (ARGS: its options); its report and SVG plots go to bench-results/.
+BENCH_RESULTS ?= bench-results
 bench: sync
-	$(UV) run $(SYNC) python scripts/benchmark/ws_latency_benchmark.py $(ARGS)
+	$(UV) run $(SYNC) python scripts/benchmark/ws_latency_benchmark.py --results $(BENCH_RESULTS) $(ARGS)
+
+## Regenerate the performance page's plots (docs/img/bench/) from its reports (docs/data/).
+bench-plots: sync
+	$(UV) run $(SYNC) python scripts/benchmark/plots.py docs/data/*.json --out docs/img/bench
 
 ## Plot a soak report (JSON=file written with --scenario soak --output) into
 ## docs/img/soak.svg and print its figures for docs/performance.md.

@@ -113,11 +113,15 @@ def test_benchmark_produces_a_complete_report(target: str) -> None:
     assert result["median"]["delivered_per_s"] > 0
 
 
-def test_the_sse_transport_runs_beside_the_websocket_with_its_ratios() -> None:
-    """--transport both: the same load read over WebSockets, then over SSE; sse/ws ratios."""
+def test_the_sse_transport_runs_beside_the_websocket_with_its_ratios(tmp_path: Path) -> None:
+    """
+    --transport both: the same load read over WebSockets, then over SSE; sse/ws ratios;
+    --results keeps the report and draws its plot.
+    """
     report = _run_benchmark(
         "--spawn", "ours",
         "--transport", "both",
+        "--results", str(tmp_path),
         "--clients", "5",
         "--rate", "20",
         "--duration", "3",
@@ -132,6 +136,8 @@ def test_the_sse_transport_runs_beside_the_websocket_with_its_ratios() -> None:
         assert run["phase"]["loss_pct"] == 0, target
     assert report["ratios"] is None  # no reference server in this run
     assert _is_number(report["sse_ratios"]["server_cpu_us_per_delivery"])
+    assert json.loads((tmp_path / "custom.json").read_text()) == report
+    assert (tmp_path / "custom_cpu.svg").read_text().lstrip().startswith("<?xml")
 
 
 def test_idle_memory_scenario_reports_kib_per_connection() -> None:
