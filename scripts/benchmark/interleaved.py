@@ -80,8 +80,10 @@ def main() -> None:
             argv += [str(out), "--quiet", *shlex.split(args.bench_args)]
             subprocess.run(argv, cwd=folder, env={**os.environ, **env}, check=True,
                            stdout=subprocess.DEVNULL)  # fmt: skip
-            (target,) = json.loads(out.read_text())["targets"].values()
-            median = target["median"]
+            targets = json.loads(out.read_text())["targets"]
+            if len(targets) != 1:
+                raise SystemExit(f"one target per run, not {sorted(targets)}: one --transport")
+            median = next(iter(targets.values()))["median"]
             row = {k: median[k] for k in FIELDS}
             kept[name].append(row)
             print(f"{time.strftime('%T')} {name}: {row}", file=sys.stderr)

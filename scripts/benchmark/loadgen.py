@@ -114,6 +114,22 @@ class Recorder:
         self.ts_cache[ts] = t
         return t
 
+    def count_close(self, code: int) -> None:
+        """One connection ended with close code ``code``."""
+        self.close_codes[code] = self.close_codes.get(code, 0) + 1
+
+    def count_disconnect(self, close_code: int | None, designated: bool) -> None:
+        """
+        A connection ended: one without a close code counts as 1006 (what browsers
+        report for a connection dropped without a close frame).
+        """
+        if close_code is None:
+            self.count_close(1006)
+        if designated:
+            self.designated_disconnected += 1
+        else:
+            self.disconnected += 1
+
     def counts(self) -> dict[str, int]:
         """The counters, without the histogram (close codes: see ``close_codes``)."""
         return {
@@ -150,8 +166,7 @@ class Client(WSListener):  # type: ignore[misc]
             if frame.msg_type is _CLOSE:
                 code = frame.get_close_code()
                 self.close_code = int(code)
-                codes = self.rec.close_codes
-                codes[self.close_code] = codes.get(self.close_code, 0) + 1
+                self.rec.count_close(self.close_code)
                 transport.send_close(code)
                 transport.disconnect()
             return
@@ -159,14 +174,7 @@ class Client(WSListener):  # type: ignore[misc]
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = True
-        if self.close_code is None:
-            # Dropped without a close frame: what browsers report as 1006.
-            codes = self.rec.close_codes
-            codes[1006] = codes.get(1006, 0) + 1
-        if self.designated:
-            self.rec.designated_disconnected += 1
-        else:
-            self.rec.disconnected += 1
+        self.rec.count_disconnect(self.close_code, self.designated)
 
 
 def record(client: Client | SseClient, data: bytes, now: float) -> None:
@@ -308,21 +316,14 @@ class SseClient(asyncio.Protocol):
             digits = data[at + 13 : at + 17]
             if digits.isdigit():
                 self.close_code = int(digits)
-                codes = self.rec.close_codes
-                codes[self.close_code] = codes.get(self.close_code, 0) + 1
+                self.rec.count_close(self.close_code)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if not self.opened.done():
             self.opened.set_exception(exc or ConnectionError("closed before the response"))
-        if self.transport is not None:
-            if self.close_code is None:
-                codes = self.rec.close_codes
-                codes[1006] = codes.get(1006, 0) + 1
-            if self.designated:
-                self.rec.designated_disconnected += 1
-            else:
-                self.rec.disconnected += 1
+        if self.transport is not None:  # it had opened
+            self.rec.count_disconnect(self.close_code, self.designated)
         if not self.gone.done():
             self.gone.set_result(None)
 

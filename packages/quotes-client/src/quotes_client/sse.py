@@ -130,11 +130,6 @@ class SseConnection:
         self.keepalives = 0
         """Comment lines received (the server's keepalive)."""
 
-    @property
-    def last_event_id(self) -> str:
-        """The last event id received (``<epoch>:<seq>``), or ``""``."""
-        return self._decoder.last_id
-
     async def recv(self) -> bytes | None:
         """
         The next frame, or ``None`` for a keepalive comment (liveness, no message).
