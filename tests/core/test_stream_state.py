@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,6 +115,25 @@ def test_history_clear_forgets_the_epoch() -> None:
     assert history.since(0, 2, TickerFilter(), 0.0) is None
     assert history.since(2, 2, TickerFilter(), 0.0) == []
     assert history.first_seq is None
+
+
+def test_a_full_window_gives_the_garbage_collector_nothing_to_walk() -> None:
+    """Held items are not tracked by the collector: a full collection of a loaded
+    server walks its connections, not its 100,000-quote window."""
+    history: History[bytes] = History(10_000, 60.0)
+    gc.collect()
+    before = len(gc.get_objects())
+    for seq in range(1, 10_001):
+        history.append(StreamItem(seq, EPOCH, "AAPL", b"frame", 0.0))
+    gc.collect()
+    assert len(history) == 10_000
+    assert len(gc.get_objects()) - before < 100
+    replay = history.since(9_998, 10_000, TickerFilter(), 0.0)
+    assert replay == [
+        StreamItem(9_999, EPOCH, "AAPL", b"frame", 0.0),
+        StreamItem(10_000, EPOCH, "AAPL", b"frame", 0.0),
+    ]
+    assert all(type(item) is StreamItem for item in replay or [])
 
 
 # --- snapshot + live ---------------------------------------------------------------------------

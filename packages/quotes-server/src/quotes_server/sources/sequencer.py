@@ -117,11 +117,6 @@ def history_keys(channel: str) -> HistoryKeys:
     return HistoryKeys(base, f"{base}:meta", f"{base}:lease", base)
 
 
-class _Buffered(NamedTuple):
-    time: float
-    raw: bytes
-
-
 class Sequencer:
     """
     Leads or stands by (see the module docs); one per server process.
@@ -166,7 +161,8 @@ class Sequencer:
         self._sink = sink
         self._url = url
         self._upstream = RedisSource(url, channel, timeout=timeout, **options)
-        self._buffer: deque[_Buffered] = deque(maxlen=max(1000, history_size))
+        self._buffer: deque[tuple[float, bytes]] = deque(maxlen=max(1000, history_size))
+        """(arrival, message): plain tuples, which the garbage collector stops tracking."""
         self._keep = 4 * lease + 2 * timeout
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
@@ -179,9 +175,9 @@ class Sequencer:
         valid = self._sink.on_live(raw)
         now = time.monotonic()
         buffer = self._buffer
-        buffer.append(_Buffered(now, raw))
+        buffer.append((now, raw))
         oldest = now - self._keep
-        while buffer[0].time < oldest:
+        while buffer[0][0] < oldest:
             buffer.popleft()
         if self.leading and valid:
             self._pending.append(raw)
@@ -284,7 +280,7 @@ class Sequencer:
 
     def _after(self, tail: list[bytes]) -> list[bytes] | None:
         """The valid buffered messages after ``tail`` when it occurs once in the buffer."""
-        valid = [b.raw for b in self._buffer if _valid(b.raw)]
+        valid = [raw for _, raw in self._buffer if _valid(raw)]
         n = len(tail)
         ends = [
             i + n
