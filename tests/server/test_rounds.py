@@ -8,6 +8,7 @@ is told.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -118,3 +119,22 @@ async def test_each_round_observes_the_newest_quotes_latency() -> None:
     await next_turns()
     samples = h.metrics.registry.get_sample_value("quotes_delivery_latency_seconds_count")
     assert samples == 1.0
+
+
+async def test_a_held_round_counts_each_quote_once() -> None:
+    """A quote published again with its deployment position (``arrival=False``) does
+    not count against a held round's budget a second time."""
+    h = Harness(window=10.0)
+    conn = FakeConnection("a")
+    sub = h.add(conn)
+    now = time.monotonic()
+    h.rounds._pacer.finished(now - 10.0, now)  # the last round was long: the next is held
+    h.rounds.published([sub])
+    for _ in range(DEFAULT_FLUSH_BUDGET - 1):
+        h.rounds.published([])  # an upstream quote, as it comes
+        h.rounds.published([], arrival=False)  # the same quote with its position
+    await next_turns()
+    assert conn.turns == 0  # held: one quote short of the budget
+    h.rounds.published([])
+    await next_turns()
+    assert conn.turns == 1  # the budget is spent: released at once

@@ -85,7 +85,8 @@ class DeploymentFeed:
         """
         One quote at the deployment's position (validated by the sequencer). It came
         through :meth:`on_live` already, which counted it against the write round's
-        budget: it is not counted twice (the plain clients' rounds would be cut short).
+        budget and the held round's: it is not counted twice (the plain clients'
+        rounds would be cut short).
         """
         rounds = self.rounds
         known = self._recent.pop(raw, None)  # parsed by on_live a moment ago
@@ -99,7 +100,7 @@ class DeploymentFeed:
                 return
             frame = text_frame(payload)
         now = time.monotonic()
-        rounds.published(self.stream.publish_at(quote, frame, seq, epoch, now))
+        rounds.published(self.stream.publish_at(quote, frame, seq, epoch, now), arrival=False)
         if self._position_waiters:
             self._advanced.set()
 

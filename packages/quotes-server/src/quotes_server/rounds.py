@@ -62,10 +62,13 @@ class WriteRounds:
         """One upstream message arrived (valid or not): it counts against :meth:`room`."""
         self._since += 1
 
-    def published(self, woken: list[Subscription[Any]]) -> None:
+    def published(self, woken: list[Subscription[Any]], *, arrival: bool = True) -> None:
         """
         A quote was published and woke ``woken``: make sure a round will run (held
         while the pacer asks for it, released once enough quotes have arrived).
+        ``arrival=False``: the quote was counted already (the same upstream message
+        published again with its deployment position), so a held round does not
+        count it twice.
         """
         if woken:
             self._ready += woken
@@ -77,7 +80,7 @@ class WriteRounds:
                     self._handle = loop.call_later(delay, self._run)
                 else:
                     self._handle = loop.call_soon(self._run)
-            elif self._pacer.arrived():  # a held round has waited for enough quotes
+            elif arrival and self._pacer.arrived():  # a held round waited for enough quotes
                 self._release_held()
 
     def room(self) -> int:
