@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
 
 from quotes_core.testing import upstream_message
-from quotes_server.metrics import DISCONNECT_CODES, disconnect_label
+from quotes_server.metrics import DISCONNECT_CODES, Metrics, disconnect_label
 from tests.helpers.processes import RedisServer, wait_until
 from tests.helpers.server import CHANNEL, StartServer
 from tests.helpers.ws import collect_until, open_ws
@@ -84,3 +85,39 @@ def test_metrics_say_whether_the_prices_are_synthetic(
     assert real.metric("quotes_demo_feed") == 0.0
     assert "serving the built-in DEMO feed" in demo.log()
     assert "DEMO" not in real.log()
+
+
+def test_each_garbage_collection_is_timed_while_installed() -> None:
+    """The GC timer observes every collection by generation, and nothing once removed."""
+    metrics = Metrics()
+
+    def count(generation: int) -> float:
+        value = metrics.registry.get_sample_value(
+            "quotes_gc_pause_seconds_count", {"generation": str(generation)}
+        )
+        assert value is not None
+        return value
+
+    assert [count(g) for g in range(3)] == [0.0, 0.0, 0.0]
+    metrics.gc_timer.install()
+    try:
+        gc.collect(2)
+        gc.collect(0)
+    finally:
+        metrics.gc_timer.remove()
+    assert (count(0), count(2)) == (1.0, 1.0)
+    gc.collect(2)
+    assert count(2) == 1.0
+
+
+def test_metrics_show_the_servers_garbage_collections(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """/metrics has a pause histogram per generation; collections that ran are counted."""
+    server = start_server(redis_server)
+    for generation in ("0", "1", "2"):
+        assert server.metric("quotes_gc_pause_seconds_count", f'generation="{generation}"') >= 0
+    wait_until(
+        lambda: server.metric("quotes_gc_pause_seconds_count", 'generation="0"') > 0,
+        what="a young collection timed",
+    )

@@ -8,6 +8,9 @@ container).
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -23,7 +26,14 @@ from prometheus_client.registry import Collector
 from quotes_server.limits import LIMIT_EVENTS
 from quotes_server.sources import ShardHealth, SourceState
 
-__all__ = ["DISCONNECT_CODES", "HANDSHAKE_OUTCOMES", "HotCounters", "Metrics", "disconnect_label"]
+__all__ = [
+    "DISCONNECT_CODES",
+    "HANDSHAKE_OUTCOMES",
+    "GcTimer",
+    "HotCounters",
+    "Metrics",
+    "disconnect_label",
+]
 
 HANDSHAKE_OUTCOMES = (
     "accepted",
@@ -43,6 +53,31 @@ IANA registry define (1000-1015). Any other code is the client's choice (3000-49
 free for applications), so it counts as ``other``: a peer cannot grow the series."""
 
 
+class GcTimer:
+    """
+    Observes each garbage collection's duration (a :data:`gc.callbacks` entry) into
+    ``histogram``, labelled by generation, between :meth:`install` and :meth:`remove`.
+    """
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._children = [histogram.labels(str(generation)) for generation in range(3)]
+        self._start = 0.0
+
+    def install(self) -> None:
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+
+    def remove(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self)
+
+    def __call__(self, phase: str, info: Mapping[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self._children[info["generation"]].observe(time.perf_counter() - self._start)
+
+
 def disconnect_label(code: int | None) -> str:
     """
     The ``code`` label of ``quotes_ws_disconnects`` for a close code: the code itself
@@ -53,6 +88,8 @@ def disconnect_label(code: int | None) -> str:
         return "none"
     return str(code) if code in DISCONNECT_CODES else "other"
 
+
+_GC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 _LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -257,6 +294,17 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "quotes_gc_pause_seconds",
+            "How long each of the process's garbage collections took, by generation; the "
+            "event loop waits for it. 2 is a full collection, which walks every object "
+            "the process holds (each open connection's among them).",
+            ["generation"],
+            buckets=_GC_BUCKETS,
+            registry=r,
+        )
+        self.gc_timer = GcTimer(self.gc_pause)
+        """Times the collections while installed (the runtime, from start to stop)."""
         self.limit_hits = Counter(
             "quotes_limit_hits",
             "Connections refused or closed by a protocol limit: handshake_timeout (408 or "

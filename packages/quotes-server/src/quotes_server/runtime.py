@@ -339,6 +339,7 @@ class Runtime(DeploymentFeed):
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.metrics.gc_timer.install()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._run_source(), name="quotes-source"),
@@ -349,6 +350,7 @@ class Runtime(DeploymentFeed):
         self.close_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(tasks)
+        self.metrics.gc_timer.remove()
 
     async def _run_source(self) -> None:
         while True:
