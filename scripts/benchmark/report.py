@@ -47,6 +47,8 @@ def _phase_headline(phase: dict[str, Any], prefix: str = "") -> dict[str, float 
         f"{prefix}server_rss_max_mib": srv.get("rss_max_mib"),
         f"{prefix}rss_per_connection_kib": srv["rss_per_connection_kib"],
         f"{prefix}frames_per_write": srv.get("frames_per_write"),
+        f"{prefix}gc_full_collections": srv.get("gc_full_collections"),
+        f"{prefix}gc_full_pause_ms": srv.get("gc_full_pause_ms"),
     }
 
 

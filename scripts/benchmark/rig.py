@@ -111,13 +111,20 @@ def _prime(url: str) -> None:
 
 
 _WRITE_COUNTERS = ("quotes_forwarded_total", "quotes_socket_writes_total", "quotes_flushes_total")
+_GC_SAMPLES = tuple(
+    f'quotes_gc_pause_seconds_{kind}{{generation="{generation}"}}'
+    for generation in range(3)
+    for kind in ("count", "sum")
+)
+_GC_FULL_BUCKETS = 'quotes_gc_pause_seconds_bucket{generation="2",le="'
 
 
 def scrape_write_counters(ws_url: str) -> dict[str, float] | None:
     """
     Our server's frame, write and flush counters from its ``/metrics`` (``None`` for a
-    server without them, e.g. the reference). With several worker processes this is
-    whichever worker answered.
+    server without them, e.g. the reference), and its garbage collections' pause
+    histogram when it has one. With several worker processes this is whichever
+    worker answered.
     """
     parts = urlsplit(ws_url)
     scheme = "https" if parts.scheme == "wss" else "http"
@@ -128,15 +135,15 @@ def scrape_write_counters(ws_url: str) -> dict[str, float] | None:
         return None
     found: dict[str, float] = {}
     for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in _WRITE_COUNTERS:
+        name, _, value = line.rpartition(" ")
+        if name in _WRITE_COUNTERS or name in _GC_SAMPLES or name.startswith(_GC_FULL_BUCKETS):
             found[name] = float(value)
-    return found if len(found) == len(_WRITE_COUNTERS) else None
+    return found if all(name in found for name in _WRITE_COUNTERS) else None
 
 
 def write_figures(
     before: dict[str, float] | None, after: dict[str, float] | None
-) -> dict[str, float] | None:
+) -> dict[str, float | None] | None:
     """Frames per socket write and per flush over a phase, from two scrapes."""
     if before is None or after is None:
         return None
@@ -147,6 +154,36 @@ def write_figures(
         "frames_per_write": round(frames / writes, 3),
         "writes_per_flush": round(writes / flushes, 1),
         "flushes": flushes,
+        **gc_figures(before, after),
+    }
+
+
+def gc_figures(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """
+    The server's garbage collections over a phase (empty without the histogram): the
+    full collections, their pauses in all, the longest one's bucket (it took at most
+    that long), and the young collections' pauses in all.
+    """
+    if not all(name in before and name in after for name in _GC_SAMPLES):
+        return {}
+
+    def delta(kind: str, generation: int) -> float:
+        name = f'quotes_gc_pause_seconds_{kind}{{generation="{generation}"}}'
+        return after[name] - before[name]
+
+    full = delta("count", 2)
+    longest = 0.0  # the smallest bucket (cumulative) that gained every one of them
+    if full:
+        longest = float("inf")
+        for name, value in after.items():
+            if name.startswith(_GC_FULL_BUCKETS) and value - before.get(name, 0.0) == full:
+                longest = min(longest, float(name[len(_GC_FULL_BUCKETS) :].rstrip('"}')))
+    return {
+        "gc_full_collections": full,
+        "gc_full_pause_ms": round(delta("sum", 2) * 1000, 1),
+        # null: over the largest bucket (1 s)
+        "gc_full_pause_max_ms_at_most": round(longest * 1000, 1) if longest < 1e9 else None,
+        "gc_young_pause_ms": round((delta("sum", 0) + delta("sum", 1)) * 1000, 1),
     }
 
 

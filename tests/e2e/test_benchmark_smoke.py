@@ -111,6 +111,13 @@ def test_benchmark_produces_a_complete_report(target: str) -> None:
     _check_phase(run["phase"])
     assert set(result["median"]) >= {"delivered_per_s", "loss_pct", "p99_ms", "server_cpu_percent"}
     assert result["median"]["delivered_per_s"] > 0
+    server = run["phase"]["server"]
+    if target == "ours":  # our server's garbage collections over the phase, from /metrics
+        assert server["gc_full_collections"] >= 0
+        assert server["gc_full_pause_ms"] >= 0
+        assert server["gc_young_pause_ms"] >= 0
+    else:
+        assert "gc_full_collections" not in server
 
 
 def test_the_sse_transport_runs_beside_the_websocket_with_its_ratios(tmp_path: Path) -> None:
