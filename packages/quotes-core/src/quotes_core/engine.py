@@ -51,7 +51,7 @@ from quotes_core.history import (
     HistoryBackend,
     StreamItem,
 )
-from quotes_core.hub import DEFAULT_BOUND, Hub, Mode, Subscription
+from quotes_core.hub import DEFAULT_BOUND, Hub, Mode, Subscription, Tickered
 from quotes_core.opening import DEFAULT_QUEUE_BYTES, DEFAULT_REPLAY_LIMIT, opening
 from quotes_core.query import StreamOptions
 from quotes_core.rendering import Control, Element
@@ -279,10 +279,11 @@ class Stream(Generic[P]):
         return self._fan_out(quote, StreamItem(seq, self.epoch, quote.ticker, payload, now))
 
     def publish_at(
-        self, quote: Quote, payload: P, seq: int, epoch: str, now: float
+        self, quote: Tickered, payload: P, seq: int, epoch: str, now: float
     ) -> list[Subscription[Any]]:
         """
         Publish ``quote`` at a position assigned elsewhere (the deployment's sequencer).
+        Only its ticker is read: a caller that parsed the quote earlier keeps just that.
 
         A new ``epoch`` starts it here too (nothing before can be resumed); a position
         already published in this epoch is ignored (a reloaded window overlapping the
@@ -350,7 +351,7 @@ class Stream(Generic[P]):
             return since.seq
         return None
 
-    def _fan_out(self, quote: Quote, item: StreamItem[P]) -> list[Subscription[Any]]:
+    def _fan_out(self, quote: Tickered, item: StreamItem[P]) -> list[Subscription[Any]]:
         payload = item.payload
         self.history.append(item)
         self.snapshot.update(item)

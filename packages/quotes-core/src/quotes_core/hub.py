@@ -24,12 +24,27 @@ from __future__ import annotations
 
 from collections.abc import Set
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from quotes_core.schema import Quote
 from quotes_core.tickers import TickerFilter
 
-__all__ = ["DEFAULT_BOUND", "DEFAULT_WILDCARD_TICKER_CAP", "Hub", "Mode", "Subscription"]
+__all__ = [
+    "DEFAULT_BOUND",
+    "DEFAULT_WILDCARD_TICKER_CAP",
+    "Hub",
+    "Mode",
+    "Subscription",
+    "Tickered",
+]
+
+
+class Tickered(Protocol):
+    """What the hub needs of a quote to file it: its ticker (a :class:`~quotes_core.Quote`
+    has one)."""
+
+    @property
+    def ticker(self) -> str: ...
+
 
 P = TypeVar("P")
 """The payload type a hub carries (e.g. ``str`` or ``bytes``)."""
@@ -246,7 +261,7 @@ class Hub(Generic[P]):
             out["*"] = frozenset(self._wildcard)
         return out
 
-    def publish(self, quote: Quote, payload: P) -> list[Subscription[P]]:
+    def publish(self, quote: Tickered, payload: P) -> list[Subscription[P]]:
         """
         Buffer ``payload`` for every subscriber that wants ``quote.ticker``.
 

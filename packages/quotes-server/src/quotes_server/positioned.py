@@ -33,8 +33,18 @@ from quotes_server.sources import QuoteSource, StoredQuote
 __all__ = ["RECENT", "DeploymentFeed"]
 
 RECENT = 4096
-"""Upstream messages whose parsed quote and frame are kept for their position (their
+"""Upstream messages whose ticker and frame are kept for their position (their
 position comes milliseconds later; older ones are parsed again if it ever does)."""
+
+
+class _Ticker:
+    """A quote as publishing it at its position needs it: its ticker."""
+
+    __slots__ = ("ticker",)
+
+    def __init__(self, ticker: str) -> None:
+        self.ticker = ticker
+
 
 log = logging.getLogger("quotes_server")
 
@@ -49,8 +59,12 @@ class DeploymentFeed:
     rounds: WriteRounds
     _advanced: asyncio.Event
     _position_waiters: int
-    _recent: dict[bytes, tuple[Quote, bytes]]
-    """Upstream messages parsed by :meth:`on_live`, until their position comes."""
+    _recent: dict[bytes, tuple[str, bytes]]
+    """The ticker and frame of each upstream message :meth:`on_live` parsed, until its
+    position comes: plain tuples of a string and bytes, which the garbage collector
+    stops tracking. Keeping the parsed quote (a model and its dict) for the
+    milliseconds the position takes made thousands of objects a second old enough
+    for the oldest generation, and a full collection every few seconds."""
 
     def _invalid(self, raw: bytes, exc: InvalidQuote) -> None:
         raise NotImplementedError
@@ -62,7 +76,7 @@ class DeploymentFeed:
         """
         One upstream message as it comes: validated, counted, and sent to plain
         clients; True when it is a valid quote (the sequencer appends only those).
-        Its parsed quote and frame are kept until it comes back with its position.
+        Its ticker and frame are kept until it comes back with its position.
         """
         self.metrics.hot.received += 1
         rounds = self.rounds
@@ -74,7 +88,7 @@ class DeploymentFeed:
             return False
         frame = text_frame(payload)
         recent = self._recent
-        recent[raw] = (quote, frame)
+        recent[raw] = (quote.ticker, frame)
         if len(recent) > RECENT:
             del recent[next(iter(recent))]  # the oldest: its position never came
         rounds.newest = quote.timestamp
@@ -90,8 +104,9 @@ class DeploymentFeed:
         """
         rounds = self.rounds
         known = self._recent.pop(raw, None)  # parsed by on_live a moment ago
+        quote: Quote | _Ticker
         if known is not None:
-            quote, frame = known
+            quote, frame = _Ticker(known[0]), known[1]
         else:
             try:
                 quote, payload = parse_quote(raw)
