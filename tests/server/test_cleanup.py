@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 
@@ -93,53 +92,3 @@ async def test_nothing_leaks_whatever_the_way_out(
     async with open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL") as ws:
         redis_server.publish(CHANNEL, upstream_message("AAPL", 42))
         assert json.loads(await asyncio.wait_for(ws.recv(), 10))["volume"] == 42
-
-
-async def test_an_open_connection_is_one_task(
-    redis_server: RedisServer, start_server: StartServer
-) -> None:
-    """Each open connection holds one task (its ASGI call): its writer task starts only
-    when a write round cannot send everything (a full socket), so quotes written in
-    their round add none."""
-    server = start_server(redis_server, max_connections_per_ip=0)
-    await clean_close(server)  # warm up lazily created resources
-    wait_until(lambda: ready(server)["connections"] == 0, what="warm-up closed")
-    tasks = ready(server)["tasks"]
-    assert isinstance(tasks, int)
-    async with contextlib.AsyncExitStack() as stack:
-        clients = [
-            await stack.enter_async_context(open_ws(f"{server.ws_url}/ws/quotes?tickers=AAPL"))
-            for _ in range(20)
-        ]
-        wait_until(lambda: ready(server)["connections"] == 20, what="20 connections")
-        redis_server.publish(CHANNEL, upstream_message("AAPL", 7))
-        for ws in clients:
-            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["volume"] == 7
-        assert ready(server)["tasks"] == tasks + 20
-
-
-async def test_a_backlog_gets_a_writer_until_it_is_sent(
-    redis_server: RedisServer, start_server: StartServer
-) -> None:
-    """A client that stops reading fills its socket: a writer task sends the backlog as
-    the client reads again, then ends, and the connection is one task again."""
-    server = start_server(redis_server, buffer_size=100_000, slow_client_timeout=120)
-    await clean_close(server)  # warm up lazily created resources
-    wait_until(lambda: ready(server)["connections"] == 0, what="warm-up closed")
-    tasks = ready(server)["tasks"]
-    assert isinstance(tasks, int)
-    sock = raw_handshake(server.port, "/ws/quotes?tickers=AAPL", rcvbuf=4096)
-    try:
-        burst = [upstream_message("AAPL", i) for i in range(1, 30_001)]
-        await asyncio.to_thread(redis_server.publish_many, CHANNEL, burst)
-        wait_until(lambda: ready(server)["tasks"] == tasks + 2, what="a writer for the backlog")
-        received = bytearray()
-        sock.settimeout(30)
-        while b'"volume":30000,' not in received[-400:]:
-            chunk = sock.recv(65536)
-            assert chunk, "closed before the whole backlog arrived"
-            received += chunk
-        assert received.count(b'"ticker":"AAPL"') == 30_000  # every quote, once
-        wait_until(lambda: ready(server)["tasks"] == tasks + 1, what="the writer ended")
-    finally:
-        sock.close()

@@ -123,10 +123,8 @@ class Connection:
         self._charge = inbound["charge"] if inbound is not None else None
         self._write_raw = frames["write"] if frames is not None else None
         self._writable = frames["writable"] if frames is not None else None
+        self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
-        """Sends what a round could not (a full socket, a long queue), then ends: most
-        connections write every batch in their round and never need one."""
-        self._serving = False
         self._closing: asyncio.Task[None] | None = None
         self.sent = 0
         """Frames handed to the socket."""
@@ -159,7 +157,7 @@ class Connection:
             or self.close_code is not None
             or not writable.is_set()
         ):
-            self._kick()
+            self._wake.set()
             return
         batch, quotes = self.outbox.take()
         if batch and write(batch[0] if len(batch) == 1 else b"".join(batch)):
@@ -170,13 +168,7 @@ class Connection:
         if self.sub.conflated != self._conflated_seen:
             self._account_conflated()
         if self.session is not None and self.outbox.pending:
-            self._kick()  # a chunk of a long queue went out: the writer sends the rest
-
-    def _kick(self) -> None:
-        """Start the writer, unless one is sending already (it sends what came since)."""
-        if self._writer is None and self._serving and self.close_code is None:
-            # not serving yet (serve() looks at the outbox), or closing: nothing to send
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+            self._wake.set()  # a chunk of a long queue went out: the writer sends the rest
 
     def charge(self, weight: int) -> bool:
         """
@@ -215,15 +207,14 @@ class Connection:
 
     async def serve(self) -> int | None:
         """
-        Read client frames until the connection ends (what a write round could not
-        send, a writer task sends meanwhile).
+        Run the writer and read client frames until the connection ends.
 
         Returns:
             The close code: ours if we closed first, else the peer's.
         """
-        self._serving = True
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         if self.outbox.pending:  # e.g. a snapshot or replay prepared at subscribe time
-            self._kick()
+            self._wake.set()
         peer_code: int | None = None
         try:
             while True:
@@ -235,11 +226,9 @@ class Connection:
                 if kind == "websocket.receive":
                     self._client_message(message)
         finally:
-            self._serving = False
             writer = self._writer
-            if writer is not None:
-                writer.cancel()
-                await asyncio.gather(writer, return_exceptions=True)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
             if self._closing is not None:
                 await asyncio.gather(self._closing, return_exceptions=True)
             self._account_conflated()
@@ -268,43 +257,42 @@ class Connection:
             self.hot.conflated += delta
 
     async def _write_loop(self) -> None:
-        """Send everything pending, waiting for the socket as needed, then end."""
         hot = self.hot
         sub = self.sub
         send = self._send
+        wake = self._wake
         write = self._write_raw
         writable = self._writable
         try:
-            while self.outbox.pending:
-                self._busy = True
-                if write is not None and writable is not None:
-                    if not writable.is_set():
-                        await writable.wait()  # backpressure: the socket is full
-                    batch, quotes = self.outbox.take()
-                    if not batch:
-                        continue
-                    if not write(b"".join(batch)):
-                        self._serving = False  # closing; the reader sees the disconnect
-                        return
-                    self.sent += len(batch)
-                    hot.writes += 1
-                else:
-                    batch, quotes = self.outbox.take()
-                    for frame in batch:
-                        await send({"type": "websocket.send", "text": frame_text(frame)})
-                        self.sent += 1
-                    hot.writes += len(batch)
-                hot.forwarded += quotes
-                if sub.conflated != self._conflated_seen:
-                    self._account_conflated()
-            self._busy = False
+            while True:
+                await wake.wait()
+                wake.clear()
+                while self.outbox.pending:
+                    self._busy = True
+                    if write is not None and writable is not None:
+                        if not writable.is_set():
+                            await writable.wait()  # backpressure: the socket is full
+                        batch, quotes = self.outbox.take()
+                        if not batch:
+                            continue
+                        if not write(b"".join(batch)):
+                            return  # closing; the reader sees the disconnect
+                        self.sent += len(batch)
+                        hot.writes += 1
+                    else:
+                        batch, quotes = self.outbox.take()
+                        for frame in batch:
+                            await send({"type": "websocket.send", "text": frame_text(frame)})
+                            self.sent += 1
+                        hot.writes += len(batch)
+                    hot.forwarded += quotes
+                    if sub.conflated != self._conflated_seen:
+                        self._account_conflated()
+                self._busy = False
         except OSError:
-            self._serving = False  # the client went away; the reader sees the disconnect
+            return  # the client went away; the reader sees the disconnect
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("client %s: send failed", self.client_id)
             self.close(CloseCode.INTERNAL_ERROR, INTERNAL_ERROR_REASON)
-        finally:
-            if self._writer is asyncio.current_task():
-                self._writer = None  # the next backlog starts another
