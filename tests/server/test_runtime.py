@@ -22,7 +22,7 @@ from quotes_core import Mode, Position, StreamOptions, TickerFilter
 from quotes_core.testing import upstream_message
 from quotes_server.connection import Connection
 from quotes_server.metrics import Metrics
-from quotes_server.runtime import Runtime
+from quotes_server.runtime import GC_YOUNG_THRESHOLD, Runtime
 from quotes_server.settings import Settings
 from quotes_server.sources import Sink, SourceState
 
@@ -243,3 +243,16 @@ async def test_a_closed_connection_is_freed_at_once_not_by_the_cycle_collector()
             assert alive() is None
     finally:
         gc.enable()
+
+
+async def test_the_collectors_first_threshold_is_raised_while_runtimes_run() -> None:
+    """Raised from the first start to the last stop, then given back as it was."""
+    before = gc.get_threshold()
+    assert before[0] != GC_YOUNG_THRESHOLD
+    async with running() as one:
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        async with running():
+            assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])  # one still runs
+        await one.runtime.stop()  # a second stop gives nothing back twice
+    assert gc.get_threshold() == before
