@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import redis
 from websockets.exceptions import InvalidStatus
 
 from quotes_core.testing import upstream_message
@@ -350,3 +351,34 @@ async def test_a_malformed_upstream_message_is_counted_everywhere_and_takes_no_p
             ),
             what="both invalid messages counted on every instance",
         )
+
+
+async def test_the_appends_go_to_the_urls_database_and_survive_a_script_flush(
+    redis_server: RedisServer, start_server: StartServer
+) -> None:
+    """
+    The appender's own connection selects the URL's database, and when Redis forgets
+    the append script (``SCRIPT FLUSH``, as after a restart that kept the data) the next
+    append loads it again: the epoch goes on, and a resume across it is exact.
+    """
+    url = redis_server.url.removesuffix("/0") + "/3"
+    a = start_server(redis_server, redis_url=url, **REDIS_HISTORY)
+    sequencer_of(a)
+    async with open_ws(a.ws_url + LONE_QUERY) as ws:
+        published(redis_server, [a], [upstream_message("AAPL", 1)])
+        last = await recv_json(ws)
+    db3 = redis.Redis(port=redis_server.port, db=3)
+    db0 = redis.Redis(port=redis_server.port, db=0)
+    try:
+        assert db3.xlen(f"{CHANNEL}.history") == 1
+        assert not db0.exists(f"{CHANNEL}.history")
+        assert db3.script_flush()
+        published(redis_server, [a], [upstream_message("MSFT", 2), upstream_message("AAPL", 3)])
+        assert db3.xlen(f"{CHANNEL}.history") == 3
+    finally:
+        db3.close()
+        db0.close()
+    assert status(a)["epoch"] == last["epoch"]
+    event, replay = await resume(a.ws_url + LONE_QUERY, last, 1)
+    assert (event["recovered"], event["seq"]) == (True, last["seq"] + 2)
+    assert vols(replay) == [("AAPL", 3)]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import hiredis
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.exceptions import MovedError, ResponseError
 
-from quotes_server.sources.resp import PING, command_bytes, response_error
+from quotes_server.sources.resp import PING, CommandConnection, command_bytes, response_error
 
 
 @given(st.lists(st.binary(max_size=64), min_size=1, max_size=8))
@@ -32,3 +35,44 @@ def test_other_errors_keep_their_text() -> None:
     exc = response_error(hiredis.ReplyError("NOPERM this user has no permissions"))
     assert type(exc) is ResponseError
     assert str(exc) == "NOPERM this user has no permissions"
+
+
+class _Transport:
+    """What a :class:`CommandConnection` writes, and whether it was aborted."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+@pytest.mark.anyio
+async def test_a_command_connection_answers_each_call_and_breaks_on_a_stray_reply() -> None:
+    conn = CommandConnection()
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    call = asyncio.ensure_future(conn.call([b"EVALSHA", b"abc", b"0"]))
+    await asyncio.sleep(0)  # the command is written
+    assert transport.written == [command_bytes([b"EVALSHA", b"abc", b"0"])]
+    conn.data_received(b":4")
+    conn.data_received(b"2\r\n")  # a reply split across reads
+    assert await call == 42
+    error = asyncio.ensure_future(conn.call([b"EVALSHA", b"abc", b"0"]))
+    await asyncio.sleep(0)
+    conn.data_received(b"-NOSCRIPT No matching script\r\n")
+    with pytest.raises(ResponseError, match=r"^NOSCRIPT"):
+        await error
+    assert not conn.lost
+    assert not transport.aborted
+    # a reply nothing waits for (its call timed out): never read as the next call's
+    conn.data_received(b":7\r\n")
+    assert conn.lost
+    assert transport.aborted

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from ssl import SSLContext
 from typing import Any
 
 import hiredis
@@ -35,7 +36,7 @@ from redis.exceptions import RedisError
 from quotes_core import Backoff
 from quotes_server.sources import Sink, SourceState
 from quotes_server.sources.health import HealthTable
-from quotes_server.sources.redis_url import parse_redis_url
+from quotes_server.sources.redis_url import RedisUrl, parse_redis_url
 from quotes_server.sources.resp import (
     PING,
     RespProtocol,
@@ -44,7 +45,7 @@ from quotes_server.sources.resp import (
     response_error,
 )
 
-__all__ = ["RedisSource", "SubscriptionLost"]
+__all__ = ["RedisSource", "SubscriptionLost", "open_resp"]
 
 log = logging.getLogger("quotes_server.redis")
 
@@ -99,6 +100,16 @@ class RedisSource:
     @property
     def state(self) -> SourceState:
         return self._state
+
+    @property
+    def address(self) -> RedisUrl:
+        """Where the source connects (parsed from its URL)."""
+        return self._address
+
+    @property
+    def ssl(self) -> SSLContext | None:
+        """The TLS context of a ``rediss://`` URL, built once."""
+        return self._ssl
 
     @property
     def interest(self) -> None:
@@ -183,20 +194,10 @@ class RedisSource:
 
     async def _connect(self, sink: Sink) -> _PubSubReader:
         """Connect, authenticate and SUBSCRIBE, all within ``timeout``."""
-        loop = asyncio.get_running_loop()
         reader = _PubSubReader(self.channel.encode(), sink)
         async with asyncio.timeout(self.timeout):
             try:
-                if self._address.unix_path is not None:
-                    await loop.create_unix_connection(lambda: reader, self._address.unix_path)
-                else:
-                    await loop.create_connection(
-                        lambda: reader,
-                        self._address.host,
-                        self._address.port,
-                        ssl=self._ssl,
-                    )
-                await reader.authenticate(self._address.username, self._address.password)
+                await open_resp(reader, self._address, self._ssl)
                 await reader.subscribe()
             except BaseException:
                 reader.close()
@@ -212,6 +213,16 @@ class RedisSource:
             pong_timeout=self.pong_timeout,
             read_timeout=self.read_timeout,
         )
+
+
+async def open_resp(conn: RespProtocol, address: RedisUrl, ssl: SSLContext | None) -> None:
+    """Connect ``conn`` to ``address`` (TCP, TLS or ``unix://``) and AUTH (no timeout here)."""
+    loop = asyncio.get_running_loop()
+    if address.unix_path is not None:
+        await loop.create_unix_connection(lambda: conn, address.unix_path)
+    else:
+        await loop.create_connection(lambda: conn, address.host, address.port, ssl=ssl)
+    await conn.authenticate(address.username, address.password)
 
 
 class _PubSubReader(RespProtocol):

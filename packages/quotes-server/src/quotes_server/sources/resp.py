@@ -19,9 +19,16 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import hiredis
-from redis.exceptions import MovedError, ResponseError
+from redis.exceptions import MovedError, RedisError, ResponseError
 
-__all__ = ["RespProtocol", "SubscriptionLost", "command_bytes", "keep_alive", "response_error"]
+__all__ = [
+    "CommandConnection",
+    "RespProtocol",
+    "SubscriptionLost",
+    "command_bytes",
+    "keep_alive",
+    "response_error",
+]
 
 
 class SubscriptionLost(Exception):
@@ -153,6 +160,33 @@ class RespProtocol(asyncio.Protocol):
             self._lost.exception()  # retrieved: no "never retrieved" warning
         if self._transport is not None:
             self._transport.abort()
+
+
+class CommandConnection(RespProtocol):
+    """
+    A connection for commands, one at a time (:meth:`RespProtocol.call`): the
+    sequencer's appends, whose every reply is awaited before the next batch goes.
+    A reply nothing waits for (a call that timed out) breaks the connection, which
+    its user then opens again.
+    """
+
+    def _hand_over(self) -> None:
+        try:
+            while (reply := self.parser.gets()) is not False:
+                if not self._answer(reply):
+                    self.fail(SubscriptionLost(f"a reply nothing waited for: {reply!r:.80}"))
+                    return
+        except hiredis.ProtocolError as exc:
+            self.fail(RedisError(f"protocol error from Redis: {exc}"))
+
+    def fail(self, exc: BaseException) -> None:
+        super().fail(exc)
+        self._lost.exception()  # retrieved: nothing waits on it here
+
+    @property
+    def lost(self) -> bool:
+        """Whether the connection failed or was closed."""
+        return self._lost.done()
 
 
 async def keep_alive(

@@ -11,7 +11,11 @@ message and appends the valid ones with one Lua script per batch
 longer write: fencing), gives each message the next position, adds it to the stream
 (``XADD`` with the position as its ID, trimmed by ``MAXLEN``) and publishes
 ``<epoch> <seq> <message>`` on the sequenced channel that every instance streams from
-(:mod:`quotes_server.sources.sequenced`).
+(:mod:`quotes_server.sources.sequenced`). The appends go over a connection of their
+own, read like the subscriptions (:class:`~quotes_server.sources.resp.CommandConnection`:
+``EVALSHA`` packed by hand, hiredis's parser, one call at a time): through redis-py's
+client each call cost about 64 µs of the event loop and left reference cycles for the
+garbage collector; the lease's few calls a second stay with redis-py.
 
 A standby takes the lease when it lapses (the sequencer died) or is released (it
 stopped cleanly). It then reads the newest entries of the stream and looks for them,
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -39,8 +44,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from quotes_core import InvalidQuote, TickerFilter, checked_epoch, parse_quote
 from quotes_server.sources import RuntimeSink, SourceState
-from quotes_server.sources.redis import RedisSource
+from quotes_server.sources.redis import RedisSource, open_resp
 from quotes_server.sources.redis_url import command_client
+from quotes_server.sources.resp import CommandConnection, SubscriptionLost
 
 __all__ = ["APPEND", "START", "HistoryKeys", "Sequencer", "history_keys"]
 
@@ -167,6 +173,8 @@ class Sequencer:
         self._pending: list[bytes] = []
         self._wake = asyncio.Event()
         self._redis: Redis | None = None
+        self._appender: CommandConnection | None = None
+        """The connection of the appends: lean RESP, not redis-py (see :meth:`_append`)."""
         self._releases: set[asyncio.Task[None]] = set()
 
     # --- the upstream subscription's sink ------------------------------------------------------
@@ -206,7 +214,7 @@ class Sequencer:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._upstream.run(self), name="quotes-sequencer-upstream")
                 tasks.create_task(self._lease_loop(scripts), name="quotes-sequencer-lease")
-                tasks.create_task(self._append_loop(scripts), name="quotes-sequencer-append")
+                tasks.create_task(self._append_loop(), name="quotes-sequencer-append")
         finally:
             if self.leading:
                 self.leading = False
@@ -291,29 +299,68 @@ class Sequencer:
             return None
         return valid[ends[0] :]
 
-    async def _append_loop(self, scripts: dict[str, Any]) -> None:
+    async def _append_loop(self) -> None:
         keys = self.keys
         ttl = int(self.history_age * 1000) + 1
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if not self.leading or not self._pending:
-                continue
-            batch, self._pending = self._pending, []
-            try:
-                await scripts["append"](
-                    keys=[keys.lease, keys.meta, keys.stream],
-                    args=[self.token, self.history_size, keys.channel, ttl, *batch],
-                )
-            except ResponseError as exc:
-                log.warning("sequencing stopped: %s", exc)
-                self._step_down(release=False)
-            except (RedisError, OSError, TimeoutError) as exc:
-                # whether the batch was appended is read from the stream by whoever leads next
-                log.warning(
-                    "sequencing interrupted (%s: %s): stepping down", type(exc).__name__, exc
-                )
-                self._step_down(release=True)
+        head = [
+            b"EVALSHA",
+            _APPEND_SHA,
+            b"3",
+            *(key.encode() for key in (keys.lease, keys.meta, keys.stream)),
+            self.token.encode(),
+            b"%d" % self.history_size,
+            keys.channel.encode(),
+            b"%d" % ttl,
+        ]
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if not self.leading or not self._pending:
+                    continue
+                batch, self._pending = self._pending, []
+                await self._append(head + batch)
+        finally:
+            if self._appender is not None:
+                self._appender.close()
+                self._appender = None
+
+    async def _append(self, command: list[bytes]) -> None:
+        """One :data:`APPEND` call on the appender's own connection; step down if it fails."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                conn = self._appender
+                if conn is None or conn.lost:
+                    conn = self._appender = await self._connect_appender()
+                try:
+                    await conn.call(command)
+                except ResponseError as exc:
+                    if not str(exc).startswith("NOSCRIPT"):
+                        raise
+                    # Redis restarted or flushed its scripts: EVAL loads it again
+                    await conn.call([b"EVAL", _APPEND_BYTES, *command[2:]])
+        except ResponseError as exc:
+            log.warning("sequencing stopped: %s", exc)
+            self._step_down(release=False)
+        except (RedisError, OSError, TimeoutError, SubscriptionLost) as exc:
+            if self._appender is not None:  # a reply may still come: never read it
+                self._appender.close()
+                self._appender = None
+            # whether the batch was appended is read from the stream by whoever leads next
+            log.warning("sequencing interrupted (%s: %s): stepping down", type(exc).__name__, exc)
+            self._step_down(release=True)
+
+    async def _connect_appender(self) -> CommandConnection:
+        address = self._upstream.address
+        conn = CommandConnection()
+        try:
+            await open_resp(conn, address, self._upstream.ssl)
+            if address.db:
+                await conn.call([b"SELECT", b"%d" % address.db])
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def _step_down(self, *, release: bool) -> None:
         self.leading = False
@@ -338,4 +385,6 @@ async def _release(redis: Redis, lease: str, token: str) -> None:
         await redis.eval(RELEASE, 1, lease, token)
 
 
-_SCRIPTS = {"append": APPEND, "start": START, "renew": RENEW, "release": RELEASE}
+_SCRIPTS = {"start": START, "renew": RENEW, "release": RELEASE}
+_APPEND_BYTES = APPEND.encode()
+_APPEND_SHA = hashlib.sha1(_APPEND_BYTES).hexdigest().encode()
