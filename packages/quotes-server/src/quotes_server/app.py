@@ -31,7 +31,7 @@ from quotes_server.auth import Authenticator
 from quotes_server.connection import Connection
 from quotes_server.dashboard import add_dashboard
 from quotes_server.frames import FRAMES_EXTENSION
-from quotes_server.guard import install_protections
+from quotes_server.guard import ProtectionGuard, install_protections
 from quotes_server.internal import InternalServer
 from quotes_server.limits import INBOUND_EXTENSION, LIMITS_STATE_KEY, ProtocolLimits
 from quotes_server.logs import RateLimitedLog
@@ -45,7 +45,7 @@ from quotes_server.sources.sequenced import SequencedSource
 from quotes_server.sources.sharded import ShardedRedisSource
 from quotes_server.sse import SseEndpoint
 
-__all__ = ["SSE_PATHS", "WS_PATHS", "create_app", "make_source"]
+__all__ = ["SSE_PATHS", "WS_PATHS", "QuotesApp", "create_app", "make_source"]
 
 log = logging.getLogger("quotes_server")
 
@@ -145,6 +145,39 @@ class QuotesEndpoint:
         await self.admission.serve(admitted, scope["path"], open_connection, ws.accept, serve)
 
 
+class QuotesApp(FastAPI):
+    """
+    FastAPI, with the stream's WebSocket paths answered at the front door.
+
+    A WebSocket request for one of :data:`~quotes_core.WS_PATHS` goes straight to
+    :class:`QuotesEndpoint` once :class:`~quotes_server.guard.ProtectionGuard`'s check
+    passes, instead of through Starlette's middleware stack and router: that stack is
+    a dozen coroutines and their closures for as long as the connection lives (its
+    task's stack was 19 coroutines deep, 10 without it), about 40 objects per
+    connection that the garbage collector walks in every full collection. Every other
+    request, and any that the check refuses (its answer comes from the stack), takes
+    the usual way. Nothing in the stack acts on these connections: the guard is the
+    only middleware, the routes match the path exactly, and the endpoint answers its
+    own errors.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.front: dict[str, QuotesEndpoint] = {}
+        """Path -> endpoint of the stream's WebSocket paths (set by :func:`create_app`)."""
+        self.front_guard: ProtectionGuard | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and not scope.get("root_path"):
+            endpoint = self.front.get(scope["path"])
+            guard = self.front_guard
+            if endpoint is not None and guard is not None and guard.refusal(scope) is None:
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 PROXY_HINT_PERIOD = 300.0
 """Seconds between two hints about an ``X-Forwarded-For`` from an untrusted peer."""
 
@@ -185,7 +218,7 @@ def _loop_name() -> str:
     return loop_type.__module__.split(".")[0] if loop_type.__module__ else loop_type.__name__
 
 
-def create_app(settings: Settings | None = None, source: QuoteSource | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, source: QuoteSource | None = None) -> QuotesApp:
     """
     Build the application.
 
@@ -264,7 +297,7 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     # the interactive API pages are off unless asked for: they describe only the HTTP
     # routes, and /docs and /redoc pull their scripts from a CDN onto the dashboard's origin
     api_docs = settings.api_docs
-    app = FastAPI(
+    app = QuotesApp(
         title="quotes-server",
         version=__version__,
         summary="Real-time quotes over WebSockets",
@@ -280,6 +313,8 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     endpoint = QuotesEndpoint(runtime, admission)
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
+    app.front = dict.fromkeys(WS_PATHS, endpoint)
+    app.front_guard = ProtectionGuard(endpoint, settings)
     sse = SseEndpoint(runtime, admission, settings.sse_keepalive)
     for path in SSE_PATHS:
         app.router.routes.append(Route(path, sse))

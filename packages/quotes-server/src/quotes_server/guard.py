@@ -192,12 +192,16 @@ class ProtectionGuard:
             self._verdicts[served] = text
         return self._verdicts[served]
 
+    def refusal(self, scope: Scope) -> str | None:
+        """Why this request must not be served (None: it may be)."""
+        mark: Any = scope.get("extensions", {}).get(SERVED_BY_EXTENSION, {}).get("config")
+        return self._verdict(mark if isinstance(mark, ServedBy) else None)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        mark: Any = scope.get("extensions", {}).get(SERVED_BY_EXTENSION, {}).get("config")
-        refusal = self._verdict(mark if isinstance(mark, ServedBy) else None)
+        refusal = self.refusal(scope)
         if refusal is None:
             await self.app(scope, receive, send)
             return
