@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from quotes_core import WS_PATHS
@@ -147,29 +148,31 @@ class QuotesEndpoint:
 
 class QuotesApp(FastAPI):
     """
-    FastAPI, with the stream's WebSocket paths answered at the front door.
+    FastAPI, with the stream's paths answered at the front door.
 
-    A WebSocket request for one of :data:`~quotes_core.WS_PATHS` goes straight to
-    :class:`QuotesEndpoint` once :class:`~quotes_server.guard.ProtectionGuard`'s check
-    passes, instead of through Starlette's middleware stack and router: that stack is
-    a dozen coroutines and their closures for as long as the connection lives (its
-    task's stack was 19 coroutines deep, 10 without it), about 40 objects per
-    connection that the garbage collector walks in every full collection. Every other
-    request, and any that the check refuses (its answer comes from the stack), takes
-    the usual way. Nothing in the stack acts on these connections: the guard is the
-    only middleware, the routes match the path exactly, and the endpoint answers its
-    own errors.
+    A WebSocket request for one of :data:`~quotes_core.WS_PATHS`, or an HTTP request
+    for one of :data:`~quotes_core.sse.SSE_PATHS`, goes straight to its endpoint
+    (:class:`QuotesEndpoint`, :class:`~quotes_server.sse.SseEndpoint`) once
+    :class:`~quotes_server.guard.ProtectionGuard`'s check passes, instead of through
+    Starlette's middleware stack and router: that stack is a dozen coroutines and
+    their closures for as long as the stream lives (an idle WebSocket's task was 19
+    coroutines deep, 10 without it), about 30 objects per connection that the garbage
+    collector walks in every full collection. Every other request, and any that the
+    check refuses (its answer comes from the stack), takes the usual way. Nothing in
+    the stack acts on these requests: the guard is the only middleware, the routes
+    match the path exactly and take every method, and the endpoints answer their own
+    errors.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.front: dict[str, QuotesEndpoint] = {}
-        """Path -> endpoint of the stream's WebSocket paths (set by :func:`create_app`)."""
+        self.front: dict[tuple[str, str], ASGIApp] = {}
+        """(scope type, path) -> endpoint of the stream's paths (set by :func:`create_app`)."""
         self.front_guard: ProtectionGuard | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and not scope.get("root_path"):
-            endpoint = self.front.get(scope["path"])
+        if not scope.get("root_path"):
+            endpoint = self.front.get((scope["type"], scope.get("path", "")))
             guard = self.front_guard
             if endpoint is not None and guard is not None and guard.refusal(scope) is None:
                 scope["app"] = self
@@ -313,11 +316,12 @@ def create_app(settings: Settings | None = None, source: QuoteSource | None = No
     endpoint = QuotesEndpoint(runtime, admission)
     for path in WS_PATHS:
         app.router.routes.append(WebSocketRoute(path, endpoint))
-    app.front = dict.fromkeys(WS_PATHS, endpoint)
-    app.front_guard = ProtectionGuard(endpoint, settings)
     sse = SseEndpoint(runtime, admission, settings.sse_keepalive)
     for path in SSE_PATHS:
         app.router.routes.append(Route(path, sse))
+    app.front = {("websocket", path): endpoint for path in WS_PATHS}
+    app.front.update({("http", path): sse for path in SSE_PATHS})
+    app.front_guard = ProtectionGuard(endpoint, settings)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
