@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import hiredis
 import pytest
@@ -10,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.exceptions import MovedError, ResponseError
 
-from quotes_server.sources.resp import PING, CommandConnection, command_bytes, response_error
+from quotes_server.sources.resp import (
+    PING,
+    CommandConnection,
+    RespProtocol,
+    command_bytes,
+    response_error,
+)
 
 
 @given(st.lists(st.binary(max_size=64), min_size=1, max_size=8))
@@ -76,3 +83,49 @@ async def test_a_command_connection_answers_each_call_and_breaks_on_a_stray_repl
     conn.data_received(b":7\r\n")
     assert conn.lost
     assert transport.aborted
+
+
+class _Answering(RespProtocol):
+    """The smallest subclass: every reply answers the pending call."""
+
+    def _hand_over(self) -> None:
+        while (reply := self.parser.gets()) is not False:
+            self._answer(reply)
+
+
+@pytest.mark.anyio
+async def test_a_connection_lost_during_a_call_leaves_no_unretrieved_failure() -> None:
+    """
+    Redis resets the connection while a call waits (a TLS server refusing a client
+    without a certificate does so right after the handshake): the call raises, the
+    source closes the connection, and nothing is left for the loop to report as
+    "exception was never retrieved" when the connection is collected.
+    """
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        conn = _Answering()
+        conn.connection_made(_Transport())  # type: ignore[arg-type]
+        call = asyncio.ensure_future(conn.call([b"SUBSCRIBE", b"quotes.realtime"]))
+        await asyncio.sleep(0)  # the command is written
+        conn.connection_lost(ConnectionResetError(104, "Connection reset by peer"))
+        with pytest.raises(ConnectionResetError):
+            await call
+        conn.close()
+        del conn, call
+        await asyncio.sleep(0)  # the loop lets go of the finished call
+        gc.collect()  # the connection, its failure and their cycle go
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
+
+
+@pytest.mark.anyio
+async def test_a_lost_connection_still_raises_its_failure_to_the_watch() -> None:
+    conn = _Answering()
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn.connection_lost(ConnectionResetError(104, "Connection reset by peer"))
+    with pytest.raises(ConnectionResetError):
+        await conn.wait_lost(0)

@@ -121,6 +121,10 @@ class RespProtocol(asyncio.Protocol):
         for future in (self._reply, self._lost):
             if future is not None and not future.done():
                 future.set_exception(exc)
+        # retrieved here: a connection lost while nothing waits on it (during a call,
+        # or before the source's watch begins) must not log "never retrieved" later;
+        # wait_lost still raises it
+        self._lost.exception()
         if self._transport is not None:
             self._transport.abort()
 
@@ -178,10 +182,6 @@ class CommandConnection(RespProtocol):
                     return
         except hiredis.ProtocolError as exc:
             self.fail(RedisError(f"protocol error from Redis: {exc}"))
-
-    def fail(self, exc: BaseException) -> None:
-        super().fail(exc)
-        self._lost.exception()  # retrieved: nothing waits on it here
 
     @property
     def lost(self) -> bool:
